@@ -166,12 +166,16 @@ class Discriminator(nn.Module):
         self.arch.check_image_size(images.shape[-1])
         return self.main(images).flatten()
 
-    def block_activations(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """The output of every conv block (after its LeakyReLU), in layer order; the head is skipped."""
+    def block_activations(self, images: torch.Tensor, upto: int | None = None) -> list[torch.Tensor]:
+        """The output of conv blocks 0..upto (after each LeakyReLU; default all), in layer order.
+
+        Layers past block ``upto``, and the head, are not run.
+        """
         self.arch.check_image_size(images.shape[-1])
+        last = self.feature_taps[-1 if upto is None else upto]
         outputs = []
         h = images
-        for index, layer in enumerate(self.main[: self.feature_taps[-1] + 1]):
+        for index, layer in enumerate(self.main[: last + 1]):
             h = layer(h)
             if index in self.feature_taps:
                 outputs.append(h)

@@ -48,6 +48,8 @@ def _attr_value(value):
         return json.dumps(value, sort_keys=True)
     if value is None:
         return "null"
+    if isinstance(value, str):
+        return str(value)  # str subclasses (torch.__version__) would become numpy unicode arrays
     return value
 
 

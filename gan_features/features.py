@@ -1,0 +1,232 @@
+"""Discriminator features: every conv block's activation max-pooled to a grid, concatenated.
+
+For the paper's 32x32 ImageNet discriminator the six blocks (32, 16, 16, 8, 8, 4 px; 128, 128,
+256, 256, 512, 512 channels) each pool to 4x4, giving 16 x 1792 = 28672 features per image.
+Each block is flattened channel-major, (C, 4, 4) -> C*16, as Theano's ``flatten`` of NCHW did.
+
+Batch-norm at extraction is part of the spec, because it changes the features:
+- ``running``: eval mode, the running statistics kept during training. In GAN training they
+  average real *and* generated batches, so they describe neither exactly.
+- ``recompute``: statistics recomputed over real training images: the mean of per-batch means
+  and of per-batch (biased) variances over batches of 128, as the paper's SVHN analysis did.
+  The only choice for imported Theano weights, which carry no running statistics.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import platform
+import subprocess
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .checkpoints import Checkpoint
+from .errors import GanFeaturesError
+from .models import Discriminator
+from .store import FeatureWriter, check_writable
+
+BATCHNORM_MODES = ("recompute", "running")
+POOLINGS = ("max", "avg")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How activations become a feature vector; recorded with every store."""
+
+    grid: int = 4
+    pooling: str = "max"
+    layers: tuple[int, ...] | None = None  # conv block indices; None = every block
+    batchnorm: str = "recompute"
+    batchnorm_batch_size: int = 128
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise GanFeaturesError(f"unknown pooling {self.pooling!r}: use one of {', '.join(POOLINGS)}")
+        if self.batchnorm not in BATCHNORM_MODES:
+            raise GanFeaturesError(f"unknown batch-norm mode {self.batchnorm!r}: use one of "
+                                   f"{', '.join(BATCHNORM_MODES)}")
+        if self.grid < 1:
+            raise GanFeaturesError(f"grid must be at least 1, got {self.grid}")
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(sorted(set(int(i) for i in self.layers))))
+
+    def block_indices(self, discriminator: Discriminator) -> tuple[int, ...]:
+        count = len(discriminator.feature_taps)
+        if self.layers is None:
+            return tuple(range(count))
+        bad = [i for i in self.layers if not 0 <= i < count]
+        if bad:
+            raise GanFeaturesError(f"layers {bad} do not exist: {discriminator.arch.name!r} has conv blocks "
+                                   f"0..{count - 1}")
+        return self.layers
+
+    def dimension(self, discriminator: Discriminator) -> int:
+        channels = discriminator.arch.feature_channels
+        return sum(channels[i] for i in self.block_indices(discriminator)) * self.grid ** 2
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def pool_blocks(activations: list[torch.Tensor], spec: FeatureSpec) -> torch.Tensor:
+    """Pool each (N, C, H, W) map to (N, C, grid, grid), flatten, concatenate: (N, sum C * grid^2)."""
+    pool = F.adaptive_max_pool2d if spec.pooling == "max" else F.adaptive_avg_pool2d
+    return torch.cat([pool(a, spec.grid).flatten(1) for a in activations], dim=1)
+
+
+def pooled_features(discriminator: Discriminator, images: torch.Tensor, spec: FeatureSpec) -> torch.Tensor:
+    """Feature vectors of a batch of images (the model's mode decides how batch-norm normalises)."""
+    wanted = spec.block_indices(discriminator)
+    activations = discriminator.block_activations(images, upto=max(wanted))
+    return pool_blocks([activations[i] for i in wanted], spec)
+
+
+def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda", persistent_workers=False)
+
+
+def _autocast(device: torch.device, precision: str):
+    if precision not in PRECISIONS:
+        raise GanFeaturesError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_size: int = 128,
+                        device: str | torch.device = "cpu", num_workers: int = 0,
+                        progress: bool = True) -> Discriminator:
+    """A copy of the discriminator whose batch-norm statistics come from ``dataset``.
+
+    Each batch runs in training mode (every layer normalised by that batch's own statistics, as
+    during training); the statistics each batch-norm layer saw are averaged over batches: the
+    mean of the per-batch means and of the per-batch biased variances. Computed in float32.
+    """
+    device = torch.device(device)
+    model = copy.deepcopy(discriminator).to(device).train()
+    layers = model.batchnorm_layers()
+    if not layers:
+        return model.eval()
+    sums = [[torch.zeros(m.num_features, dtype=torch.float64, device=device) for _ in range(2)] for m in layers]
+
+    def hook(index):
+        def capture(module, inputs):
+            x = inputs[0].float()
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
+            sums[index][0] += mean.double()
+            sums[index][1] += var.double()
+        return capture
+
+    handles = [m.register_forward_pre_hook(hook(i)) for i, m in enumerate(layers)]
+    batches = 0
+    last_block = len(model.feature_taps) - 1
+    try:
+        for images, _ in tqdm(_loader(dataset, batch_size, num_workers, device), desc="batch-norm statistics",
+                              disable=not progress, leave=False):
+            model.block_activations(images.to(device), upto=last_block)
+            batches += 1
+    finally:
+        for h in handles:
+            h.remove()
+    if batches == 0:
+        raise GanFeaturesError("cannot recompute batch-norm statistics from an empty dataset")
+    for m, (mean_sum, var_sum) in zip(layers, sums):
+        m.running_mean.copy_((mean_sum / batches).to(m.running_mean.dtype))
+        m.running_var.copy_((var_sum / batches).to(m.running_var.dtype))
+    return model.eval()
+
+
+def prepare_discriminator(checkpoint: Checkpoint, spec: FeatureSpec, statistics_dataset: Dataset | None,
+                          device: str | torch.device = "cpu", num_workers: int = 0,
+                          progress: bool = True) -> Discriminator:
+    """The discriminator in eval mode with the batch-norm statistics the spec asks for."""
+    if checkpoint.discriminator is None:
+        raise GanFeaturesError(f"{checkpoint.path} holds no discriminator")
+    if spec.batchnorm == "running":
+        if not checkpoint.has_running_stats:
+            raise GanFeaturesError(f"{checkpoint.path} has no batch-norm running statistics (imported or raw "
+                                   f"weights): use --batchnorm recompute")
+        return checkpoint.discriminator.to(device).eval()
+    if statistics_dataset is None:
+        raise GanFeaturesError("batch-norm mode 'recompute' needs the training images to compute statistics on")
+    return recompute_batchnorm(checkpoint.discriminator, statistics_dataset, spec.batchnorm_batch_size, device,
+                               num_workers, progress)
+
+
+@torch.no_grad()
+def iter_features(discriminator: Discriminator, dataset: Dataset, spec: FeatureSpec, batch_size: int = 256,
+                  device: str | torch.device = "cpu", precision: str = "fp32", num_workers: int = 0,
+                  progress: bool = True, desc: str = "features"):
+    """Yield (features float32 (n, D) numpy, labels (n,)) batch by batch, in dataset order."""
+    device = torch.device(device)
+    # channels_last: measured here, bf16 autocast with it runs ~2.5x faster than fp32 NCHW on CPU
+    discriminator = discriminator.to(device, memory_format=torch.channels_last).eval()
+    for images, labels in tqdm(_loader(dataset, batch_size, num_workers, device), desc=desc,
+                               disable=not progress, unit="batch"):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        with _autocast(device, precision):
+            features = pooled_features(discriminator, images, spec)
+        yield features.float().cpu().numpy(), np.asarray(labels)
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, if it is a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def extract_to_store(checkpoint: Checkpoint, dataset, out: str | os.PathLike, spec: FeatureSpec = FeatureSpec(),
+                     statistics_dataset=None, batch_size: int = 256, device: str | torch.device = "cpu",
+                     precision: str = "fp32", num_workers: int = 0, overwrite: bool = False,
+                     progress: bool = True, discriminator: Discriminator | None = None) -> Path:
+    """Extract features of ``dataset`` into a new HDF5 store at ``out``; returns its path.
+
+    ``statistics_dataset``: the real training images batch-norm statistics are recomputed on
+    (mode ``recompute``); ``discriminator``: an already prepared one (to reuse across splits).
+    """
+    check_writable(out, overwrite)  # fail before minutes of work, not after
+    if checkpoint.discriminator is None:
+        raise GanFeaturesError(f"{checkpoint.path} holds no discriminator")
+    checkpoint.architecture.check_image_size(dataset.image_size)
+    if discriminator is None:
+        discriminator = prepare_discriminator(checkpoint, spec, statistics_dataset, device, num_workers, progress)
+    dimension = spec.dimension(discriminator)
+    stats_source = None
+    if spec.batchnorm == "recompute" and statistics_dataset is not None:
+        describe = getattr(statistics_dataset, "describe", None)
+        stats_source = describe() if describe else {"count": len(statistics_dataset)}
+    attrs = {
+        "checkpoint_sha256": checkpoint.sha256 or "none",
+        "checkpoint_path": str(checkpoint.path) if checkpoint.path else "none",
+        "architecture": checkpoint.architecture.name,
+        "architecture_config": checkpoint.architecture.to_dict(),
+        "feature_spec": spec.to_dict(),
+        "batchnorm": spec.batchnorm,
+        "batchnorm_statistics_source": stats_source,
+        **dataset.describe(),
+        "precision": precision,
+        "device": str(device),
+        "torch_version": torch.__version__,
+        "python": platform.python_version(),
+        "git_commit": git_commit() or "none",
+    }
+    with FeatureWriter(out, len(dataset), dimension, attrs, overwrite=overwrite) as writer:
+        for features, labels in iter_features(discriminator, dataset, spec, batch_size, device, precision,
+                                              num_workers, progress, desc=f"features {dataset.name}/{dataset.split}"):
+            writer.append(features, labels)
+    return writer.path

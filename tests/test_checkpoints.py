@@ -1,0 +1,77 @@
+import pickle
+
+import pytest
+import torch
+
+from gan_features.checkpoints import load_checkpoint, save_checkpoint
+from gan_features.errors import GanFeaturesError
+from gan_features.models import create_models, get_architecture
+
+
+def _outputs(d, g, seed=0):
+    torch.manual_seed(seed)
+    z = g.sample_latents(4)
+    d.eval()
+    return g(z), d(torch.randn(4, 3, 32, 32))
+
+
+def test_round_trip_restores_both_networks_and_provenance(tmp_path):
+    arch = get_architecture("radford-svhn32")
+    d, g = create_models(arch, seed=1)
+    path = save_checkpoint(tmp_path / "c.pt", arch, d, g, {"seed": 1, "note": "test"})
+    c = load_checkpoint(path)
+    assert c.architecture == arch
+    assert c.provenance == {"seed": 1, "note": "test"}
+    assert len(c.sha256) == 64
+    for a, b in zip(_outputs(d, g), _outputs(c.discriminator, c.generator)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert not (tmp_path / "c.pt.partial").exists()
+
+
+def test_half_precision_copy_loads_close_to_the_original(tmp_path):
+    arch = get_architecture("radford-svhn32")
+    d, g = create_models(arch, seed=1)
+    c = load_checkpoint(save_checkpoint(tmp_path / "c.pt", arch, d, g, half=True))
+    assert c.discriminator.main[0].weight.dtype == torch.float32
+    torch.testing.assert_close(c.discriminator.main[0].weight, d.main[0].weight, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_raw_state_dict_needs_and_uses_the_architecture(tmp_path, prefix):
+    d, _ = create_models("examples64", seed=0)
+    path = tmp_path / "netD_epoch_3.pth"
+    torch.save({prefix + k: v for k, v in d.state_dict().items()}, path)
+    with pytest.raises(GanFeaturesError, match="--arch"):
+        load_checkpoint(path)
+    c = load_checkpoint(path, architecture="examples64")
+    assert c.generator is None and c.has_running_stats
+    torch.testing.assert_close(c.discriminator.state_dict()["main.3.running_var"], d.state_dict()["main.3.running_var"])
+
+
+def test_wrong_architecture_is_a_clear_error(tmp_path):
+    d, _ = create_models("examples64", seed=0)
+    path = tmp_path / "netD.pth"
+    torch.save(d.state_dict(), path)
+    with pytest.raises(GanFeaturesError, match="do not fit architecture 'radford-svhn32'"):
+        load_checkpoint(path, architecture="radford-svhn32")
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("executed!",))
+
+
+def test_loading_never_executes_pickled_code(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"x": Evil()}, path, pickle_module=pickle)
+    with pytest.raises(GanFeaturesError, match="not a loadable checkpoint"):
+        load_checkpoint(path)
+    assert "executed!" not in capsys.readouterr().out
+
+
+def test_missing_and_garbage_files(tmp_path):
+    with pytest.raises(GanFeaturesError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00junk")
+    with pytest.raises(GanFeaturesError, match="not a loadable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
