@@ -1,0 +1,166 @@
+"""Result tables: DataFrames written as ``<name>.md`` and ``<name>.csv`` under a results directory.
+
+Both files are written atomically (temporary file beside the target, then ``os.replace``) and
+rendered before either is touched, so a failure never leaves a half-written or stale-mixed pair.
+Every table row of results carries its provenance (code commit, stores, checkpoint, seed, C).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import platform
+import socket
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .errors import GanFeaturesError
+
+if TYPE_CHECKING:  # protocols imports this module; the name is needed for annotations only
+    from .protocols import ProtocolResult
+
+# Leading columns of a results table, in this order; whatever else the rows hold follows.
+CORE_COLUMNS = ("protocol", "metric", "test_mean", "test_std", "test_ci95", "test_fits", "C", "seed",
+                "validation_mean", "wall_time_s", "train_store", "test_store", "checkpoint_sha256")
+
+
+def provenance(repo: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Where and with what code a result was made.
+
+    ``repo``: the directory whose git commit is recorded; by default this package's own source,
+    which is the code that produced the numbers, wherever the command was run from.
+    """
+    from . import __version__
+
+    directory = Path(repo) if repo is not None else Path(__file__).resolve().parent
+    commit = _git(directory, "rev-parse", "HEAD")
+    status = _git(directory, "status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"git_commit": commit, "git_dirty": None if status is None else bool(status),
+            "package_version": __version__, "python": platform.python_version(),
+            "torch_version": _distribution_version("torch"),
+            "hostname": socket.gethostname(), "platform": platform.platform(),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def _git(directory: Path, *args: str) -> str | None:
+    """git's output in ``directory``, or None when there is no git or no repository."""
+    try:
+        done = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=10,
+                              check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def _distribution_version(name: str) -> str | None:
+    try:  # metadata, not an import: importing torch takes seconds a table does not need
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+# ----------------------------------------------------------------------------------------------- tables
+def results_table(results: Sequence["ProtocolResult"]) -> pd.DataFrame:
+    """One row per result, :data:`CORE_COLUMNS` first, then parameters and provenance."""
+    if not results:
+        return pd.DataFrame(columns=list(CORE_COLUMNS))
+    table = pd.DataFrame([result.to_row() for result in results])
+    leading = [column for column in CORE_COLUMNS if column in table.columns]
+    return table[leading + [column for column in table.columns if column not in leading]]
+
+
+def write_table(df: pd.DataFrame, results_dir: str | os.PathLike, name: str, *, title: str | None = None,
+                note: str | None = None) -> tuple[Path, Path]:
+    """Write ``df`` as ``<name>.md`` (optional title and note above the table) and ``<name>.csv``."""
+    if not name or Path(name).name != name or name.startswith("."):
+        raise GanFeaturesError(f"table name {name!r} must be a plain file name without directories")
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise GanFeaturesError(f"results directory {results_dir} exists but is not a directory") from None
+    # Render both first: a table that cannot be rendered leaves nothing behind.
+    texts = {results_dir / f"{name}.md": _markdown(df, title, note),
+             results_dir / f"{name}.csv": df.to_csv(index=False, lineterminator="\n")}
+    _write_atomic(texts)
+    md_path, csv_path = texts
+    return md_path, csv_path
+
+
+def write_result(result: "ProtocolResult", results_dir: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """A run's one-row results table and its per-C validation table, as md + csv each.
+
+    ``name`` defaults to ``svm_<protocol>_<train store>_seed<seed>``, so runs on other features
+    or seeds do not overwrite each other.
+    """
+    if name is None:
+        name = f"svm_{result.protocol}_{Path(result.provenance['train_store']).stem}_seed{result.params['seed']}"
+    scores = f"{result.metric} (%)"
+    note = result.describe().splitlines()[-1]
+    paths = write_table(results_table([result]), results_dir, name, title=f"{result.protocol}: test {scores}",
+                        note=note)
+    validation_paths = write_table(
+        result.validation, results_dir, f"{name}_validation",
+        title=f"{result.protocol}: validation {scores} per C",
+        note=f"C chosen on training-store validation rows: {result.chosen_C:g}. Features: "
+             f"{result.provenance['train_store']}.")
+    return [*paths, *validation_paths]
+
+
+def _markdown(df: pd.DataFrame, title: str | None, note: str | None) -> str:
+    try:
+        import tabulate  # noqa: F401  (pandas' to_markdown needs it)
+    except ImportError:
+        raise GanFeaturesError("writing Markdown tables needs the 'tabulate' package: pip install tabulate") from None
+    numeric = [pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype) for dtype in df.dtypes]
+    # Cells are formatted here and number parsing is off: tabulate would otherwise read a hex digest
+    # such as "12e4..." as a float and print it as one.
+    cells = pd.DataFrame({column: [_format(value) for value in df[column]] for column in df.columns},
+                         columns=df.columns)
+    table = cells.to_markdown(index=False, disable_numparse=True,
+                              colalign=["right" if flag else "left" for flag in numeric] or None)
+    parts = ([f"# {title}"] if title else []) + ([note] if note else []) + [table]
+    return "\n\n".join(parts) + "\n"
+
+
+def _format(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _write_atomic(texts: dict[Path, str]) -> None:
+    """Write each text to a temporary file beside its target, then rename them all over the targets.
+
+    Renaming only after every temporary file is complete keeps a failure (disk full, an error while
+    writing) from leaving one file of a pair new and the other old or missing.
+    """
+    temporaries: list[Path] = []
+    mode = 0o666 & ~_umask()
+    try:
+        for path, text in texts.items():
+            with tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", dir=path.parent,
+                                             prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
+                temporaries.append(Path(handle.name))
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.chmod(handle.name, mode)  # temporary files are private (0600); results are for everyone
+        for temporary, path in zip(temporaries, texts):
+            os.replace(temporary, path)
+    finally:
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)  # already renamed on success: a no-op then
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
+    os.umask(mask)
+    return mask
