@@ -15,6 +15,7 @@ Raw state_dicts (pytorch/examples ``netD_epoch_N.pth``, with or without DataPara
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +68,9 @@ def save_checkpoint(path: str | os.PathLike, architecture: Architecture, discrim
         "architecture": architecture.to_dict(),
         "discriminator": state(discriminator),
         "generator": state(generator),
-        "provenance": dict(provenance or {}),
+        # plain JSON types only: anything else (e.g. torch.__version__'s class) would make
+        # weights_only loading refuse the whole file
+        "provenance": json.loads(json.dumps(provenance or {}, default=str)),
         "training": training,
         "has_running_stats": has_running_stats,
     }

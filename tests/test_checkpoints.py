@@ -75,3 +75,10 @@ def test_missing_and_garbage_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"\x00junk")
     with pytest.raises(GanFeaturesError, match="not a loadable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_provenance_with_non_plain_values_still_loads_safely(tmp_path):
+    arch = get_architecture("radford-svhn32")
+    d, g = create_models(arch)
+    path = save_checkpoint(tmp_path / "c.pt", arch, d, g, {"torch": torch.__version__, "path": tmp_path})
+    assert load_checkpoint(path).provenance == {"torch": str(torch.__version__), "path": str(tmp_path)}
