@@ -411,6 +411,22 @@ class Cifar10_400(_LabelDraws):
     test_draws: int = 10
 
 
+@register
+@dataclass(frozen=True)
+class Holdout(Cifar10):
+    """The ``cifar10`` protocol under a name for any dataset: C on a seeded held-out 10%, refit on all."""
+
+    name: ClassVar[str] = "holdout"
+
+
+@register
+@dataclass(frozen=True)
+class FewLabels(Cifar10_400):
+    """The ``cifar10-400`` protocol under a name for any dataset: draws of ``n_per_class`` labels."""
+
+    name: ClassVar[str] = "few-labels"
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 def _set(protocol: Protocol, key: str, value: Any) -> None:
     object.__setattr__(protocol, key, value)  # normalising a frozen dataclass's own field in __post_init__

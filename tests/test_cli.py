@@ -1,0 +1,89 @@
+"""The command line end to end on the embedded digits: train a few steps, extract, svm; and its errors."""
+import subprocess
+import sys
+
+import pytest
+
+from gan_features.cli import main
+from gan_features.store import FeatureStore
+
+
+def run(capsys, *argv):
+    code = main([*argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A radford-svhn32 DCGAN trained for 3 steps of 32 digits."""
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    assert main(["train", "--quiet", "--arch", "radford-svhn32", "--dataset", "digits", "--out-dir", str(run_dir),
+                 "--steps", "3", "--batch-size", "32", "--device", "cpu"]) == 0
+    return run_dir
+
+
+def test_train_writes_checkpoints_log_and_resumes(trained, capsys):
+    assert (trained / "final.pt").exists() and (trained / "latest.pt").exists()
+    assert len((trained / "log.jsonl").read_text().splitlines()) == 1  # logged at the last step
+    code, _, err = run(capsys, "train", "--quiet", "--arch", "radford-svhn32", "--out-dir", str(trained),
+                       "--steps", "3", "--batch-size", "32")
+    assert code == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+
+
+def test_extract_then_svm(trained, tmp_path, capsys):
+    ckpt = str(trained / "final.pt")
+    for split in ("train", "test"):
+        code, out, err = run(capsys, "extract", "--quiet", "--ckpt", ckpt, "--dataset", "digits", "--split", split,
+                             "--out", str(tmp_path / f"{split}.h5"), "--batch-size", "128")
+        assert code == 0, err
+        assert out.strip().endswith(f"{split}.h5")
+    with FeatureStore(tmp_path / "train.h5") as store:
+        assert store.features.shape == (1257, 7168)
+        assert store.attrs["architecture"] == "radford-svhn32" and store.attrs["batchnorm"] == "recompute"
+    code, out, err = run(capsys, "svm", "--quiet", "--train", str(tmp_path / "train.h5"), "--test",
+                         str(tmp_path / "test.h5"), "--C", "1e-3,1e-2", "--results", str(tmp_path / "results"),
+                         "--name", "digits")
+    assert code == 0, err
+    assert "test accuracy" in out
+    assert (tmp_path / "results" / "digits.md").exists() and (tmp_path / "results" / "digits.csv").exists()
+    accuracy = float(out.split("test accuracy:")[1].split("%")[0])
+    assert accuracy > 80  # features of a barely trained D still separate digits far above chance (10%)
+
+
+def test_extract_refuses_to_overwrite(trained, tmp_path, capsys):
+    out_file = tmp_path / "f.h5"
+    out_file.write_text("keep me")
+    code, _, err = run(capsys, "extract", "--quiet", "--ckpt", str(trained / "final.pt"), "--out", str(out_file))
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert out_file.read_text() == "keep me"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["extract", "--ckpt", "missing.pt", "--out", "OUT"], "does not exist"),
+    (["svm", "--train", "missing.h5", "--test", "missing2.h5"], "does not exist"),
+    (["svm", "--train", "a.h5", "--test", "b.h5", "--protocol", "magic"], "unknown protocol"),
+    (["import-radford", "no-such-dir", "--out", "OUT"], "no-such-dir"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    if "a.h5" in argv:
+        from gan_features.store import write_features
+        import numpy as np
+        for name in ("a.h5", "b.h5"):
+            write_features(name, np.zeros((4, 2), np.float32), np.arange(4) % 2, {"split": "test" if name == "b.h5"
+                                                                                     else "train"})
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_console_script_and_help():
+    done = subprocess.run([sys.executable, "-m", "gan_features.cli", "extract", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0 and "--batchnorm" in done.stdout
+    done = subprocess.run([sys.executable, "-m", "gan_features.cli", "archs"], capture_output=True, text=True,
+                          timeout=120)
+    assert "radford-imagenet32" in done.stdout and "28672" in done.stdout
