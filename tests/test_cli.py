@@ -87,3 +87,42 @@ def test_console_script_and_help():
     done = subprocess.run([sys.executable, "-m", "gan_features.cli", "archs"], capture_output=True, text=True,
                           timeout=120)
     assert "radford-imagenet32" in done.stdout and "28672" in done.stdout
+
+
+def test_extract_from_a_pytorch_examples_netD(tmp_path, capsys):
+    import torch
+
+    from gan_features.models import create_models
+
+    d, _ = create_models("examples64", seed=0)
+    torch.save({"module." + k: v for k, v in d.state_dict().items()}, tmp_path / "netD_epoch_24.pth")
+    code, _, err = run(capsys, "extract", "--quiet", "--ckpt", str(tmp_path / "netD_epoch_24.pth"), "--arch",
+                       "examples64", "--dataset", "digits", "--split", "test", "--batchnorm", "running",
+                       "--out", str(tmp_path / "f.h5"))
+    assert code == 0, err
+    with FeatureStore(tmp_path / "f.h5") as store:
+        assert store.features.shape == (540, 15360)
+        assert store.attrs["image_size"] == 64 and store.attrs["batchnorm"] == "running"
+    code, _, err = run(capsys, "extract", "--quiet", "--ckpt", str(tmp_path / "netD_epoch_24.pth"), "--arch",
+                       "examples64", "--image-size", "32", "--out", str(tmp_path / "g.h5"))
+    assert code == 2 and "64x64" in err and not (tmp_path / "g.h5").exists()
+
+
+def test_import_radford_then_extract(tmp_path, capsys):
+    from test_radford_import import write_release
+
+    write_release(tmp_path / "release", "svhn")  # random weights in the released SVHN model's layout
+    ckpt = str(tmp_path / "svhn.pt")
+    code, out, err = run(capsys, "import-radford", str(tmp_path / "release"), "--out", ckpt)
+    assert code == 0, err
+    code, _, err = run(capsys, "extract", "--quiet", "--ckpt", ckpt, "--dataset", "digits", "--split", "test",
+                       "--batchnorm", "running", "--out", str(tmp_path / "f.h5"))
+    assert code == 2 and "--batchnorm recompute" in err
+    code, _, err = run(capsys, "extract", "--quiet", "--ckpt", ckpt, "--dataset", "digits", "--split", "test",
+                       "--out", str(tmp_path / "f.h5"))
+    assert code == 0, err
+    with FeatureStore(tmp_path / "f.h5") as store:
+        assert store.features.shape == (540, 7168)
+        assert store.attrs["batchnorm_statistics_source"]["split"] == "train"
+    code, _, err = run(capsys, "sample", "--ckpt", ckpt, "--out", str(tmp_path / "grid.png"))
+    assert code == 0 and (tmp_path / "grid.png").stat().st_size > 1000
