@@ -47,7 +47,8 @@ def _data_parser() -> argparse.ArgumentParser:
                    help="which dataset (default: digits, shipped inside scikit-learn)")
     g.add_argument("--data-root", default=None,
                    help=f"folder holding the dataset's official files (default: ${DATA_ROOT_ENV})")
-    g.add_argument("--split", default="train", help="train, test, ... (default: train)")
+    g.add_argument("--split", default="train",
+                   help="train, test, ... (default: train); extract takes several, e.g. train,test")
     g.add_argument("--image-size", type=int, default=None,
                    help="resize images to this size (default: the architecture's)")
     g.add_argument("--download", action="store_true", help="fetch the official files first (needs internet)")
@@ -106,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "write one HDF5 store for one dataset split.")
     p.add_argument("--ckpt", required=True, help="checkpoint (gan-features, or a raw netD state_dict with --arch)")
     p.add_argument("--arch", default=None, choices=sorted(ARCHITECTURES), help="architecture of a raw state_dict")
-    p.add_argument("--out", required=True, help="the HDF5 file to write")
+    p.add_argument("--out", required=True, help="the HDF5 file to write; with several splits, a name holding "
+                                                "{split}, e.g. cifar-{split}.h5")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--batchnorm", default="recompute", choices=BATCHNORM_MODES,
                    help="recompute: statistics over the training split (default, as the paper's code); "
@@ -198,23 +200,34 @@ def cmd_train(args) -> None:
 def cmd_extract(args) -> None:
     from .checkpoints import load_checkpoint
     from .data import load_dataset
-    from .features import FeatureSpec, extract_to_store
+    from .features import FeatureSpec, extract_to_store, prepare_discriminator
     from .store import check_writable
     from .train import pick_device
 
-    check_writable(args.out, args.overwrite)
+    splits = [s.strip() for s in args.split.split(",") if s.strip()]
+    if len(splits) > 1 and "{split}" not in args.out:
+        raise GanFeaturesError(f"several splits need one file each: put {{split}} in --out, e.g. "
+                               f"--out features-{{split}}.h5")
+    outs = {split: args.out.replace("{split}", split) for split in splits}
+    for out in outs.values():  # fail before any work, not after the first split
+        check_writable(out, args.overwrite)
     checkpoint = load_checkpoint(args.ckpt, architecture=args.arch)
     size = _image_size(args, checkpoint.architecture)
     spec = FeatureSpec(grid=args.grid, pooling=args.pooling, layers=args.layers, batchnorm=args.batchnorm)
-    dataset = load_dataset(args.dataset, args.split, args.data_root, size, args.download)
+    device = pick_device(args.device)
+    datasets = {split: load_dataset(args.dataset, split, args.data_root, size, args.download) for split in splits}
     statistics = None
     if spec.batchnorm == "recompute":
-        statistics = dataset if args.stats_split == args.split else load_dataset(
-            args.dataset, args.stats_split, args.data_root, size)
-    path = extract_to_store(checkpoint, dataset, args.out, spec, statistics_dataset=statistics,
-                            batch_size=args.batch_size, device=pick_device(args.device), precision=args.precision,
-                            num_workers=args.num_workers, overwrite=args.overwrite, progress=not args.quiet)
-    print(path)
+        statistics = datasets.get(args.stats_split) or load_dataset(args.dataset, args.stats_split, args.data_root,
+                                                                    size)
+    # statistics are recomputed once and shared by every split
+    discriminator = prepare_discriminator(checkpoint, spec, statistics, device, args.num_workers, not args.quiet,
+                                          args.precision)
+    for split, dataset in datasets.items():
+        print(extract_to_store(checkpoint, dataset, outs[split], spec, statistics_dataset=statistics,
+                               batch_size=args.batch_size, device=device, precision=args.precision,
+                               num_workers=args.num_workers, overwrite=args.overwrite, progress=not args.quiet,
+                               discriminator=discriminator))
 
 
 def cmd_svm(args) -> None:

@@ -105,16 +105,17 @@ def _autocast(device: torch.device, precision: str):
 
 @torch.no_grad()
 def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_size: int = 128,
-                        device: str | torch.device = "cpu", num_workers: int = 0,
-                        progress: bool = True) -> Discriminator:
+                        device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = True,
+                        precision: str = "fp32") -> Discriminator:
     """A copy of the discriminator whose batch-norm statistics come from ``dataset``.
 
     Each batch runs in training mode (every layer normalised by that batch's own statistics, as
     during training); the statistics each batch-norm layer saw are averaged over batches: the
-    mean of the per-batch means and of the per-batch biased variances. Computed in float32.
+    mean of the per-batch means and of the per-batch biased variances, accumulated in float64
+    (with ``precision="bf16"`` the convolutions feeding them run in bfloat16).
     """
     device = torch.device(device)
-    model = copy.deepcopy(discriminator).to(device).train()
+    model = copy.deepcopy(discriminator).to(device, memory_format=torch.channels_last).train()
     layers = model.batchnorm_layers()
     if not layers:
         return model.eval()
@@ -134,7 +135,9 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
     try:
         for images, _ in tqdm(_loader(dataset, batch_size, num_workers, device), desc="batch-norm statistics",
                               disable=not progress, leave=False):
-            model.block_activations(images.to(device), upto=last_block)
+            with _autocast(device, precision):
+                model.block_activations(images.to(device).contiguous(memory_format=torch.channels_last),
+                                        upto=last_block)
             batches += 1
     finally:
         for h in handles:
@@ -148,8 +151,8 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
 
 
 def prepare_discriminator(checkpoint: Checkpoint, spec: FeatureSpec, statistics_dataset: Dataset | None,
-                          device: str | torch.device = "cpu", num_workers: int = 0,
-                          progress: bool = True) -> Discriminator:
+                          device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = True,
+                          precision: str = "fp32") -> Discriminator:
     """The discriminator in eval mode with the batch-norm statistics the spec asks for."""
     if checkpoint.discriminator is None:
         raise GanFeaturesError(f"{checkpoint.path} holds no discriminator")
@@ -161,7 +164,7 @@ def prepare_discriminator(checkpoint: Checkpoint, spec: FeatureSpec, statistics_
     if statistics_dataset is None:
         raise GanFeaturesError("batch-norm mode 'recompute' needs the training images to compute statistics on")
     return recompute_batchnorm(checkpoint.discriminator, statistics_dataset, spec.batchnorm_batch_size, device,
-                               num_workers, progress)
+                               num_workers, progress, precision)
 
 
 @torch.no_grad()
@@ -204,7 +207,8 @@ def extract_to_store(checkpoint: Checkpoint, dataset, out: str | os.PathLike, sp
         raise GanFeaturesError(f"{checkpoint.path} holds no discriminator")
     checkpoint.architecture.check_image_size(dataset.image_size)
     if discriminator is None:
-        discriminator = prepare_discriminator(checkpoint, spec, statistics_dataset, device, num_workers, progress)
+        discriminator = prepare_discriminator(checkpoint, spec, statistics_dataset, device, num_workers, progress,
+                                              precision)
     dimension = spec.dimension(discriminator)
     stats_source = None
     if spec.batchnorm == "recompute" and statistics_dataset is not None:
