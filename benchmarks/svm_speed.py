@@ -1,0 +1,377 @@
+"""Wall clock, peak memory and test accuracy of the L2-SVM backends, side by side.
+
+Fits liblinear (scikit-learn ``LinearSVC``) and the torch TRON solver on the first ``--rows``
+rows of a training feature store, for one C and for a C grid (warm-started path for torch,
+independent fits for liblinear), then scores the test store. Every (rows, mode, solver) runs in
+its own subprocess, so each peak-memory figure is that solver's alone.
+
+The real run (quiet machine, CIFAR-10 features of a radford-imagenet32 discriminator)::
+
+    python benchmarks/svm_speed.py --train cifar10-train.h5 --test cifar10-test.h5 --rows 10000 all
+
+Smoke run on synthetic stores written by the script itself::
+
+    python benchmarks/svm_speed.py --synthetic 2500x300 --rows 2000 --out-dir /tmp/svm-speed
+
+The single C defaults to 1e-3, the geometric centre of the grid [1e-4, 1e-2]: both solvers slow
+down as C grows (the problem gets worse conditioned), so the centre is a representative cost,
+and it is chosen before looking at any accuracy (no hyperparameter is picked on test data;
+the grid's accuracies are reported for every C, not maximised).
+
+liblinear needs ~6x the float32 matrix (float64 copy plus its own 16-byte-per-value rows); it
+runs at a size only if the growth it showed at a smaller size (else 6x) fits in the memory
+available, and the table says so otherwise.
+
+Writes ``<out-dir>/svm_speed.md`` (tables, machine load, commit) and ``<out-dir>/svm_speed.csv``
+(one row per rows x mode x solver), plus ``svm_speed_grid.csv`` (accuracy and objective per C).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+GRID = [1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2]
+SINGLE_C = 1e-3
+PEAK_BANDWIDTH_GBS = 28.0  # measured read bandwidth of the reference machine
+LIBLINEAR_MEMORY_PRIOR = 6.0  # x the float32 matrix, before any liblinear run measured it
+RESULT_MARK = "SVM_SPEED_RESULT "
+
+
+# ------------------------------------------------------------------------------------------
+# Measurement helpers (used inside the worker processes)
+# ------------------------------------------------------------------------------------------
+
+def _status_bytes(field: str) -> int | None:
+    """A kB field of /proc/self/status (VmRSS, VmHWM, ...) in bytes; None off Linux."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the RSS high-water mark (Linux >= 4.0), so the next peak is the fit's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    hwm = _status_bytes("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def worker(args: argparse.Namespace) -> dict:
+    """Fit one solver in one mode on the first ``args.rows`` rows; everything measured here."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from gan_features.store import FeatureStore
+    from gan_features.svm import LinearL2SVM, fit_c_path, primal_objective
+
+    Cs = [args.C] if args.mode == "single" else args.grid
+    rss_start = _status_bytes("VmRSS")
+    with FeatureStore(args.train) as store:
+        rows = len(store) if args.rows == "all" else min(int(args.rows), len(store))
+        start = time.perf_counter()
+        X, y = store.load(slice(0, rows))
+        load_seconds = time.perf_counter() - start
+    matrix_bytes = X.nbytes
+    params = {"backend": args.solver, "max_iter": args.max_iter}
+    if args.solver == "torch":
+        params.update(device=args.device, hessian_dtype=args.hessian_dtype)
+    # A small untimed fit first: code pages of torch/MKL/liblinear touched for the first time
+    # count in RSS (~100 MB measured), and would otherwise pass for the fit's data memory.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        LinearL2SVM(C=Cs[0], **{**params, "max_iter": 2}).fit(X[:256], y[:256])
+    rss_before_fit = _status_bytes("VmRSS")
+    reset = _reset_peak_rss()
+    load_before = os.getloadavg()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        start = time.perf_counter()
+        models = fit_c_path(X, y, Cs, **params) if args.mode == "grid" else [LinearL2SVM(C=Cs[0], **params).fit(X, y)]
+        fit_seconds = time.perf_counter() - start
+    fit_peak = _peak_rss()
+    load_after = os.getloadavg()
+    not_converged = sum("converge" in str(w.message).lower() for w in caught)
+
+    objectives = [float(primal_objective(model, X, y, model.C).sum()) for model in models]
+    features = X.shape[1]
+    del X
+    with FeatureStore(args.test) as store:
+        X_test, y_test = store.load()
+    accuracies = [float(model.score(X_test, y_test)) for model in models]
+
+    result = {"rows": rows, "features": features, "mode": args.mode, "solver": args.solver,
+              "status": "ok", "Cs": Cs, "accuracies": accuracies, "objectives": objectives,
+              "fit_seconds": fit_seconds, "load_seconds": load_seconds, "matrix_bytes": matrix_bytes,
+              "rss_start": rss_start, "rss_before_fit": rss_before_fit, "fit_peak_rss": fit_peak,
+              "peak_is_fit_only": reset, "process_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+              "not_converged_warnings": not_converged, "load_before": load_before, "load_after": load_after,
+              "n_iter": [int(model.n_iter_) for model in models], "threads": torch.get_num_threads()}
+    if args.solver == "torch":
+        stats = [model.solver_stats_ for model in models]
+        result.update({key: sum(s[key] for s in stats) for key in
+                       ("exact_passes", "hessian_passes", "bytes_streamed", "seconds", "cg_iterations",
+                        "newton_iterations")})
+        result["hessian_dtype"] = stats[0]["hessian_dtype"]
+    return result
+
+
+# ------------------------------------------------------------------------------------------
+# Driver
+# ------------------------------------------------------------------------------------------
+
+def _memory_available() -> int:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no MemAvailable in /proc/meminfo")
+
+
+def _commit() -> str:
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def run_worker(args: argparse.Namespace, solver: str, mode: str, rows: str) -> dict:
+    command = [sys.executable, __file__, "--worker", "--solver", solver, "--mode", mode, "--rows", rows,
+               "--train", args.train, "--test", args.test, "--C", repr(args.C), "--grid", *map(repr, args.grid),
+               "--device", args.device, "--hessian-dtype", args.hessian_dtype, "--max-iter", str(args.max_iter)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
+    except subprocess.TimeoutExpired:
+        return {"solver": solver, "mode": mode, "status": f"timeout after {args.timeout:.0f} s"}
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
+        return {"solver": solver, "mode": mode, "status": f"failed (exit {done.returncode}): {tail}"}
+    result = json.loads(lines[-1][len(RESULT_MARK):])
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
+
+
+def synthesize(spec: str, directory: Path, n_classes: int = 10, seed: int = 0) -> tuple[str, str]:
+    """Train/test stores of class-structured non-negative features (like pooled activations),
+    written chunk by chunk; reused when already there."""
+    from gan_features.store import FeatureWriter
+
+    n, d = (int(part) for part in spec.lower().split("x"))
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    means = rng.gamma(1.0, 0.3, size=(n_classes, d)).astype(np.float32)
+    paths = []
+    for split, count in (("train", n), ("test", max(n_classes, n // 4))):
+        path = directory / f"synthetic-{spec}-{split}.h5"
+        paths.append(str(path))
+        if path.exists():
+            continue
+        attrs = {"dataset": "synthetic", "split": split, "architecture": "none", "feature_spec": spec,
+                 "checkpoint_sha256": "none"}
+        with FeatureWriter(path, count, d, attrs) as writer:
+            for start in range(0, count, 4096):
+                m = min(4096, count - start)
+                labels = rng.integers(0, n_classes, size=m)
+                rows = np.abs(means[labels] + rng.standard_normal((m, d), dtype=np.float32))
+                writer.append(rows, labels)
+    return paths[0], paths[1]
+
+
+def _gib(value: float | None) -> float:
+    return float("nan") if value is None else value / 2**30
+
+
+def summarise(results: list[dict], peak_bandwidth: float):
+    """The main table (one row per rows x mode x solver) and the per-C table."""
+    import pandas as pd
+
+    table, per_c = [], []
+    for r in results:
+        row = {"rows": r.get("rows_label"), "mode": r["mode_label"], "solver": r["solver"], "status": r["status"]}
+        if r["status"] == "ok":
+            growth = r["fit_peak_rss"] - r["rss_before_fit"]
+            row.update({
+                "fit_s": round(r["fit_seconds"], 2),
+                "load_s": round(r["load_seconds"], 2),
+                "matrix_GiB": round(_gib(r["matrix_bytes"]), 3),
+                "fit_peak_RSS_GiB": round(_gib(r["fit_peak_rss"]), 3),
+                "fit_growth_x_matrix": round(growth / r["matrix_bytes"], 2),
+                "total_x_matrix": round((r["fit_peak_rss"] - r["rss_start"]) / r["matrix_bytes"], 2),
+                "test_accuracy": round(r["accuracies"][0], 4) if len(r["accuracies"]) == 1 else float("nan"),
+                "iterations": sum(r["n_iter"]),
+                "not_converged": r["not_converged_warnings"],
+                "load_avg_1min": f'{r["load_before"][0]:.2f}->{r["load_after"][0]:.2f}',
+            })
+            if r["solver"] == "torch":
+                passes = r["exact_passes"] + r["hessian_passes"]
+                rate = r["bytes_streamed"] / r["seconds"] / 1e9 if r["seconds"] else float("nan")
+                row.update({"passes(exact+hessian)": f'{passes} ({r["exact_passes"]}+{r["hessian_passes"]})',
+                            "GB_per_pass": round(r["bytes_streamed"] / max(passes, 1) / 1e9, 3),
+                            "pass_GB/s": round(rate, 2), "%_of_peak_bw": round(100 * rate / peak_bandwidth, 1),
+                            "time_in_passes_%": round(100 * r["seconds"] / r["fit_seconds"], 1),
+                            "hessian_dtype": r["hessian_dtype"]})
+            for C, accuracy, objective in zip(r["Cs"], r["accuracies"], r["objectives"]):
+                per_c.append({"rows": r["rows_label"], "mode": r["mode"], "C": C, "solver": r["solver"],
+                              "test_accuracy": accuracy, "objective": objective})
+        table.append(row)
+    table = pd.DataFrame(table)
+    per_c = pd.DataFrame(per_c)
+    if len(per_c):
+        per_c = per_c.pivot_table(index=["rows", "mode", "C"], columns="solver",
+                                  values=["test_accuracy", "objective"]).reset_index()
+        per_c.columns = ["_".join(str(part) for part in column if part) for column in per_c.columns]
+        if {"objective_liblinear", "objective_torch"} <= set(per_c.columns):
+            per_c["objective_rel_diff"] = (per_c["objective_torch"] - per_c["objective_liblinear"]) / \
+                per_c["objective_liblinear"]
+            per_c["accuracy_diff_points"] = 100 * (per_c["test_accuracy_torch"] - per_c["test_accuracy_liblinear"])
+    return table, per_c
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--train", help="training feature store (.h5)")
+    parser.add_argument("--test", help="test feature store (.h5)")
+    parser.add_argument("--synthetic", metavar="NxD", help="write and use synthetic train/test stores of N rows x D")
+    parser.add_argument("--rows", nargs="+", default=["10000", "all"],
+                        help="training rows to use, first rows of the store ('all': every row); default: 10000 all")
+    parser.add_argument("--C", type=float, default=SINGLE_C, help=f"the single C (default {SINGLE_C:g})")
+    parser.add_argument("--grid", type=float, nargs="+", default=GRID, help="the C grid (default: 7 values)")
+    parser.add_argument("--solvers", nargs="+", default=["liblinear", "torch"], choices=["liblinear", "torch"])
+    parser.add_argument("--modes", nargs="+", default=["single", "grid"], choices=["single", "grid"])
+    parser.add_argument("--out-dir", default=str(Path(__file__).resolve().parents[1] / "results"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads in the workers (default: torch's)")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--hessian-dtype", default="auto", choices=["auto", "float32", "float64", "bfloat16"])
+    parser.add_argument("--max-iter", type=int, default=1000, help="max_iter of both solvers")
+    parser.add_argument("--peak-bandwidth", type=float, default=PEAK_BANDWIDTH_GBS, help="GB/s, for the %% column")
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per worker (default: none)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--solver", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        args.rows = args.rows[0]
+        print(RESULT_MARK + json.dumps(worker(args)), flush=True)
+        return 0
+
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.synthetic:
+        args.train, args.test = synthesize(args.synthetic, out_dir / "synthetic")
+    elif not (args.train and args.test):
+        parser.error("give --train and --test stores, or --synthetic NxD")
+
+    from gan_features.store import FeatureStore
+
+    with FeatureStore(args.train) as store:
+        n_train, dimension = len(store), store.dimension
+    load_start, commit, started = os.getloadavg(), _commit(), dt.datetime.now(dt.timezone.utc)
+    results: list[dict] = []
+    liblinear_factor: tuple[float, int] | None = None  # (growth / matrix, rows it was measured at)
+    sizes = sorted(args.rows, key=lambda r: n_train if r == "all" else int(r))
+    for rows in sizes:
+        n_rows = n_train if rows == "all" else min(int(rows), n_train)
+        for mode in args.modes:
+            mode_label = f"C={args.C:g}" if mode == "single" else f"grid of {len(args.grid)} Cs"
+            for solver in args.solvers:
+                print(f"[{dt.datetime.now():%H:%M:%S}] rows={n_rows} {mode_label} {solver} ...", flush=True)
+                if solver == "liblinear":
+                    factor, measured_at = liblinear_factor or (LIBLINEAR_MEMORY_PRIOR, None)
+                    needed = factor * n_rows * dimension * 4
+                    available = _memory_available()
+                    if needed > 0.9 * available:
+                        source = f"measured at {measured_at} rows" if measured_at else "prior, not measured"
+                        results.append({"solver": solver, "mode": mode, "status":
+                                        f"skipped: needs ~{_gib(needed):.1f} GiB ({factor:.1f}x the float32 matrix, "
+                                        f"{source}), {_gib(available):.1f} GiB available",
+                                        "rows_label": n_rows, "mode_label": mode_label})
+                        continue
+                result = run_worker(args, solver, mode, str(n_rows))
+                result.update(rows_label=n_rows, mode_label=mode_label)
+                results.append(result)
+                if solver == "liblinear" and result["status"] == "ok":
+                    growth = (result["fit_peak_rss"] - result["rss_before_fit"]) / result["matrix_bytes"]
+                    # Growth past the loaded matrix, +1 for the matrix itself.
+                    liblinear_factor = (max(growth + 1, liblinear_factor[0] if liblinear_factor else 0), n_rows)
+                print(f"    {result['status']}" + (f", fit {result['fit_seconds']:.1f} s"
+                                                    if result["status"] == "ok" else ""), flush=True)
+
+    table, per_c = summarise(results, args.peak_bandwidth)
+    table.to_csv(out_dir / "svm_speed.csv", index=False)
+    per_c.to_csv(out_dir / "svm_speed_grid.csv", index=False)
+    import torch
+
+    header = [
+        "# L2-SVM speed: liblinear vs torch TRON",
+        "",
+        f"- command: `{' '.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}`",
+        f"- train: `{args.train}` ({n_train} x {dimension}), test: `{args.test}`",
+        f"- commit {commit}, {started:%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
+        f"threads {args.threads or torch.get_num_threads()}, device {args.device}, CPU {_cpu_model()} x {os.cpu_count()}",
+        f"- load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_start)} before, "
+        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} after "
+        "(timings are only meaningful on a quiet machine)",
+        f"- single C = {args.C:g} (geometric centre of the grid; chosen without test data), "
+        f"grid = {', '.join(f'{c:g}' for c in args.grid)} (torch: one warm-started path; liblinear: independent fits)",
+        "- memory: fit_peak_RSS = RSS high-water mark during the fit (reset after loading the training rows); "
+        "fit_growth_x_matrix = (peak - RSS before the fit) / float32 matrix; total_x_matrix = (peak - RSS at "
+        "interpreter start) / matrix, i.e. including the loaded matrix itself",
+        f"- torch passes: one pass = X @ V then X.T @ R (two reads of X); pass_GB/s = bytes of X read by the "
+        f"products / time inside passes, vs {args.peak_bandwidth:g} GB/s peak read bandwidth",
+        "",
+    ]
+    body = ["## Runs", "", table.to_markdown(index=False), "", "## Per C (test accuracy is reported, never used to "
+            "choose C)", "", per_c.to_markdown(index=False) if len(per_c) else "(no successful runs)", ""]
+    (out_dir / "svm_speed.md").write_text("\n".join(header + body))
+    print("\n".join(body))
+    print(f"\nwrote {out_dir / 'svm_speed.md'}, {out_dir / 'svm_speed.csv'}, {out_dir / 'svm_speed_grid.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
