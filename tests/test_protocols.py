@@ -22,6 +22,8 @@ SMALL = {
     "cifar10": dict(validation_fraction=0.2),
     "cifar10-400": dict(n_per_class=20, validation_size=100, selection_draws=2, test_draws=3),
     "svhn-1000": dict(n_per_class=10, validation_size=100, selection_draws=3, test_draws=4),
+    "holdout": dict(validation_fraction=0.2),  # cifar10 under a generic name
+    "few-labels": dict(n_per_class=20, validation_size=100, selection_draws=2, test_draws=3),  # cifar10-400's
 }
 # liblinear is exact and fast on toy data; a newer svm.py may add other backends, the tests need none of them.
 SVM = {"backend": "liblinear"} if "backend" in LinearL2SVM().get_params() else {}
