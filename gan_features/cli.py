@@ -202,7 +202,7 @@ def cmd_extract(args) -> None:
     from .data import load_dataset
     from .features import FeatureSpec, extract_to_store, prepare_discriminator
     from .store import check_writable
-    from .train import pick_device
+    from .device import pick_device
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     if len(splits) > 1 and "{split}" not in args.out:

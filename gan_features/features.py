@@ -17,8 +17,6 @@ import copy
 import dataclasses
 import os
 import platform
-import subprocess
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,13 +27,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .checkpoints import Checkpoint
+from .device import PRECISIONS, autocast
 from .errors import GanFeaturesError
 from .models import Discriminator
+from .report import git_commit
 from .store import FeatureWriter, check_writable
 
 BATCHNORM_MODES = ("recompute", "running")
 POOLINGS = ("max", "avg")
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -95,14 +94,6 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.d
                       pin_memory=device.type == "cuda", persistent_workers=False)
 
 
-def _autocast(device: torch.device, precision: str):
-    if precision not in PRECISIONS:
-        raise GanFeaturesError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 @torch.no_grad()
 def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_size: int = 128,
                         device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = True,
@@ -135,7 +126,7 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
     try:
         for images, _ in tqdm(_loader(dataset, batch_size, num_workers, device), desc="batch-norm statistics",
                               disable=not progress, leave=False):
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 model.block_activations(images.to(device).contiguous(memory_format=torch.channels_last),
                                         upto=last_block)
             batches += 1
@@ -178,19 +169,9 @@ def iter_features(discriminator: Discriminator, dataset: Dataset, spec: FeatureS
     for images, labels in tqdm(_loader(dataset, batch_size, num_workers, device), desc=desc,
                                disable=not progress, unit="batch"):
         images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-        with _autocast(device, precision):
+        with autocast(device, precision):
             features = pooled_features(discriminator, images, spec)
         yield features.float().cpu().numpy(), np.asarray(labels)
-
-
-def git_commit() -> str | None:
-    """The commit of the source tree this package runs from, if it is a git checkout."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def extract_to_store(checkpoint: Checkpoint, dataset, out: str | os.PathLike, spec: FeatureSpec = FeatureSpec(),

@@ -38,13 +38,18 @@ def provenance(repo: str | os.PathLike | None = None) -> dict[str, Any]:
     from . import __version__
 
     directory = Path(repo) if repo is not None else Path(__file__).resolve().parent
-    commit = _git(directory, "rev-parse", "HEAD")
+    commit = git_commit(directory)
     status = _git(directory, "status", "--porcelain", "--untracked-files=no") if commit else None
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status),
             "package_version": __version__, "python": platform.python_version(),
             "torch_version": _distribution_version("torch"),
             "hostname": socket.gethostname(), "platform": platform.platform(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def git_commit(directory: str | os.PathLike | None = None) -> str | None:
+    """The commit of ``directory`` (default: this package's source), None outside a git checkout."""
+    return _git(Path(directory) if directory is not None else Path(__file__).resolve().parent, "rev-parse", "HEAD")
 
 
 def _git(directory: Path, *args: str) -> str | None:

@@ -16,7 +16,6 @@ import json
 import math
 import os
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from .checkpoints import Checkpoint, load_checkpoint, save_checkpoint
+from .checkpoints import load_checkpoint, save_checkpoint
+from .device import autocast, pick_device
 from .errors import GanFeaturesError
 from .models import Architecture, Discriminator, Generator, create_models, get_architecture
 
@@ -54,14 +54,6 @@ class TrainConfig:
     log_every: int = 10
     samples_every_epoch: bool = True
     resume: bool = False
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise GanFeaturesError(f"device {name!r} asked for but CUDA is not available: use --device cpu")
-    return torch.device(name)
 
 
 class _Distributed:
@@ -101,14 +93,6 @@ class _AdversarialPair(nn.Module):
 
     def forward(self, real: torch.Tensor, fake: torch.Tensor):
         return self.discriminator(real), self.discriminator(fake)
-
-
-def _autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision != "fp32":
-        raise GanFeaturesError(f"unknown precision {precision!r}: use fp32 or bf16")
-    return nullcontext()
 
 
 def _rng_state() -> dict:
@@ -245,7 +229,7 @@ def _adversarial_step(real, generator, generator_ddp, discriminator, pair_ddp, o
     device = real.device
     bce = nn.BCEWithLogitsLoss()
     latents = generator.sample_latents(real.shape[0], device=device)
-    with _autocast(device, precision):
+    with autocast(device, precision):
         fake = generator_ddp(latents)
         logits_real, logits_fake = pair_ddp(real, fake.detach())
         ones, zeros = torch.ones_like(logits_real), torch.zeros_like(logits_fake)
@@ -256,7 +240,7 @@ def _adversarial_step(real, generator, generator_ddp, discriminator, pair_ddp, o
 
     # G step: gradients flow through D to G, but D's own weights are frozen (and not DDP-synced)
     discriminator.requires_grad_(False)
-    with _autocast(device, precision):
+    with autocast(device, precision):
         loss_g = bce(discriminator(fake), ones)
     opt_g.zero_grad(set_to_none=True)
     loss_g.backward()

@@ -16,3 +16,15 @@ def shared_dir() -> Path:
     if not (path / "data").is_dir():
         pytest.skip(f"${SHARED_ENV}={value} has no data/ folder")
     return path
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """One torch thread for a module of small kernels: on 2 shared, busy cores, 2 OpenMP threads ran
+    5-15x slower. Use with ``pytestmark = pytest.mark.usefixtures("single_torch_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -15,13 +15,7 @@ from gan_features.errors import GanFeaturesError
 TAPS = (1, 4, 7, 10)  # their LeakyReLUs: the outputs of the four conv blocks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These small convolutions run fastest on one thread (and far faster on a shared, busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def their_netd() -> nn.Sequential:

@@ -37,13 +37,7 @@ IMAGENET_MISSING = ["30_discrim_params.jl_11.npy", "30_discrim_params.jl_14.npy"
 BATCH = 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These small convolutions run fastest on one thread (and far faster on a shared, busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def rel_err(ours: torch.Tensor, reference: np.ndarray) -> float:

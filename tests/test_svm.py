@@ -53,13 +53,7 @@ def assert_same_solution(a, b, X, y, C: float, tol: float) -> None:
     np.testing.assert_array_less(distance, 1.5 * 2 * eps * g0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """2 shared cores: OpenMP with 2 threads on a loaded machine ran 5x slower than with 1."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
