@@ -30,6 +30,16 @@ def _float_list(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _key_value(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)  # numbers and lists as such; anything else stays text
+    except json.JSONDecodeError:
+        return key, value
+
+
 def _common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("general")
@@ -130,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "svhn-1000 (the paper's SVHN analysis), few-labels")
     p.add_argument("--C", dest="Cs", type=_float_list, default=None, help="C grid, e.g. 1e-4,1e-3,1e-2")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="change a protocol parameter, e.g. --set n_per_class=10 --set test_draws=5 "
+                        "(an unknown key lists the protocol's parameters)")
     p.add_argument("--backend", default=None, help="torch or liblinear (scikit-learn's LinearSVC); default: the "
                                                    "estimator's")
     p.add_argument("--results", default=None, help="also write the table as NAME.md/.csv into this folder")
@@ -234,7 +247,7 @@ def cmd_svm(args) -> None:
     from .protocols import get_protocol
     from .report import write_result
 
-    protocol = get_protocol(args.protocol, seed=args.seed, Cs=args.Cs)
+    protocol = get_protocol(args.protocol, **{"seed": args.seed, "Cs": args.Cs, **dict(args.overrides)})
     svm_params = {"backend": args.backend} if args.backend else None
     result = protocol.run(args.train, args.test, svm_params=svm_params, progress=not args.quiet)
     print(result.describe())

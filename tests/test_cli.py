@@ -126,3 +126,35 @@ def test_import_radford_then_extract(tmp_path, capsys):
         assert store.attrs["batchnorm_statistics_source"]["split"] == "train"
     code, _, err = run(capsys, "sample", "--ckpt", ckpt, "--out", str(tmp_path / "grid.png"))
     assert code == 0 and (tmp_path / "grid.png").stat().st_size > 1000
+
+
+def _svhn_mat(path, n, seed):
+    """Official SVHN layout (X (32,32,3,N) uint8, y (N,1) with 10 for digit 0); class-tinted noise images."""
+    import numpy as np
+    import scipy.io
+
+    rng = np.random.default_rng(seed)
+    digits = np.arange(n) % 10
+    x = rng.integers(0, 96, (32, 32, 3, n)).astype(np.uint8)
+    x[:, :, digits % 3, np.arange(n)] += (16 * digits).astype(np.uint8)  # a class-dependent tint to find
+    scipy.io.savemat(path, {"X": x, "y": np.where(digits == 0, 10, digits).astype(np.uint8).reshape(n, 1)})
+
+
+def test_svhn_protocol_from_the_cli_on_extracted_stores(tmp_path, capsys):
+    _svhn_mat(tmp_path / "train_32x32.mat", 400, seed=0)
+    _svhn_mat(tmp_path / "test_32x32.mat", 100, seed=1)
+    ckpt = str(tmp_path / "d.pt")
+    assert main(["init", "--arch", "radford-svhn32", "--out", ckpt]) == 0
+    code, _, err = run(capsys, "extract", "--quiet", "--ckpt", ckpt, "--dataset", "svhn", "--data-root", str(tmp_path),
+                       "--split", "train,test", "--out", str(tmp_path / "svhn-{split}.h5"))
+    assert code == 0, err
+    code, out, err = run(capsys, "svm", "--quiet", "--protocol", "svhn-1000", "--train", str(tmp_path / "svhn-train.h5"),
+                         "--test", str(tmp_path / "svhn-test.h5"), "--C", "1e-3,1e-1", "--set", "validation_size=100",
+                         "--set", "n_per_class=10", "--set", "selection_draws=2", "--set", "test_draws=3")
+    assert code == 0, err
+    assert "test error" in out and "over 3 fits" in out
+    error = float(out.split("test error:")[1].split("+-")[0])
+    assert error < 60  # the tint is learnable from 10 labels per class; chance is 90%
+    code, _, err = run(capsys, "svm", "--quiet", "--protocol", "svhn-1000", "--train", str(tmp_path / "svhn-train.h5"),
+                       "--test", str(tmp_path / "svhn-test.h5"), "--set", "draws=3")
+    assert code == 2 and "no parameter draws" in err
