@@ -219,8 +219,8 @@ def cmd_extract(args) -> None:
 
     splits = [s.strip() for s in args.split.split(",") if s.strip()]
     if len(splits) > 1 and "{split}" not in args.out:
-        raise GanFeaturesError(f"several splits need one file each: put {{split}} in --out, e.g. "
-                               f"--out features-{{split}}.h5")
+        raise GanFeaturesError("several splits need one file each: put {split} in --out, e.g. "
+                               "--out features-{split}.h5")
     outs = {split: args.out.replace("{split}", split) for split in splits}
     for out in outs.values():  # fail before any work, not after the first split
         check_writable(out, args.overwrite)

@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .checkpoints import Checkpoint
-from .device import PRECISIONS, autocast
+from .device import autocast
 from .errors import GanFeaturesError
 from .models import Discriminator
 from .report import git_commit

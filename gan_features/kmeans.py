@@ -517,7 +517,7 @@ def extract_kmeans_to_store(model: KMeansFeatures, dataset, out: str | os.PathLi
     :meth:`KMeansFeatures.feature_spec`, so the train and test stores of one model pass the
     protocols' consistency checks and stores of different fits do not.
     """
-    from .features import git_commit
+    from .report import git_commit
 
     check_writable(out, overwrite)  # fail before minutes of work, not after
     model._check_fitted()
