@@ -76,6 +76,8 @@ def _device_parser() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .bench import DEFAULT_KMEANS_CENTROIDS, SCALES
+    from .data import READERS
     from .features import BATCHNORM_MODES, POOLINGS
     from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
 
@@ -148,6 +150,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, help="also write the table as NAME.md/.csv into this folder")
     p.add_argument("--name", default=None, help="table name (default: svm-PROTOCOL)")
 
+    p = sub.add_parser("bench", parents=[common, device], help="the paper's Tables 1 and 2 beside our measurements",
+                       description="Measure Table 1 (CIFAR-10: cifar10 and cifar10-400) and Table 2 (SVHN: svhn-1000) "
+                                   "for the given discriminators, a random one of each architecture, raw pixels and "
+                                   "k-means, beside the paper's quoted rows; write table1_cifar10.md/.csv and "
+                                   "table2_svhn.md/.csv. Features are cached outside the repository. See "
+                                   "results/README.md.")
+    p.add_argument("--scale", default="ci", choices=SCALES,
+                   help="ci: a fixed stratified subset of 10,000 training / 2,000 test images, for regression "
+                        "checks (default); full: every image, the numbers to set beside the paper's")
+    p.add_argument("--cifar-root", default=None,
+                   help="folder holding cifar-10-batches-py/ (default: $GAN_FEATURES_DATA)")
+    p.add_argument("--ckpt", dest="checkpoints", action="append", default=[], metavar="LABEL=PATH",
+                   help="a trained discriminator and its row label; repeatable")
+    p.add_argument("--cifar-ckpt", dest="cifar_checkpoints", action="append", default=[], metavar="LABEL=PATH",
+                   help="a discriminator trained on CIFAR-10's training images (labels unused); repeatable")
+    p.add_argument("--svhn-root", default=None,
+                   help="folder holding train_32x32.mat and test_32x32.mat: Table 2 is measured when given")
+    p.add_argument("--svhn-ckpt", default=None,
+                   help="the paper authors' SVHN discriminator (made by gan-features import-radford)")
+    p.add_argument("--results", default=None, help="where the tables go (default: results for --scale full, "
+                                                   "results/ci for --scale ci)")
+    p.add_argument("--cache-dir", default=None,
+                   help="feature stores (default: $GAN_FEATURES_CACHE/bench, else ~/.cache/gan-features/bench)")
+    p.add_argument("--seed", type=int, default=0, help="protocols' splits and draws, and the random discriminator")
+    p.add_argument("--batch-size", type=int, default=256, help="extraction batch size (default: 256)")
+    p.add_argument("--kmeans-centroids", type=int, default=DEFAULT_KMEANS_CENTROIDS,
+                   help=f"K of the k-means baseline (default: {DEFAULT_KMEANS_CENTROIDS}; 0: no k-means row)")
+    p.add_argument("--C", dest="Cs", type=_float_list, default=None, metavar="C,C,...",
+                   help="C grid of every protocol, e.g. 1e-4,1e-3 (default: each protocol's, the paper's "
+                        "1e-4 ... 1e-2 unless the scale changes it)")
+    p.add_argument("--no-random", action="store_true", help="leave out the random-discriminator rows")
+    p.add_argument("--no-pixels", action="store_true", help="leave out the raw-pixel rows")
+
     p = sub.add_parser("init", parents=[common], help="save a randomly initialised DCGAN (a baseline)")
     p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, choices=sorted(ARCHITECTURES))
     p.add_argument("--out", required=True)
@@ -168,6 +203,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-interpolation", action="store_true", help="leave out the interpolation row")
+
+    p = sub.add_parser("select", parents=[common, device], help="score a run's checkpoints without any test split",
+                       description="Score every epoch checkpoint of a training run by a linear L2-SVM's validation "
+                                   "accuracy on a fixed, seeded, stratified subset of a labelled TRAINING split (fit "
+                                   "and disjoint validation rows), plus a sample-diversity collapse indicator; write "
+                                   "selection.csv/.md/.json into --out and name the best. Checkpoints already scored "
+                                   "there with the same settings are reused.")
+    p.add_argument("run_dir", help="training run folder (gan-features train --out-dir)")
+    p.add_argument("--out", required=True, help="folder for the selection table (keep it out of the run folder)")
+    p.add_argument("--pattern", default="epoch*.pt", help="checkpoints to score, a glob in the run folder "
+                                                          "(default: epoch*.pt)")
+    p.add_argument("--dataset", default="cifar10", choices=sorted(READERS), help="labelled data (default: cifar10)")
+    p.add_argument("--data-root", default=None, help="folder holding the dataset's official files")
+    p.add_argument("--split", default="train", help="a training split (default: train); test splits are refused")
+    p.add_argument("--fit-size", type=int, default=5000,
+                   help="rows the SVM is fitted on (default: 5000; on 2 CPU cores 1000 takes ~1 min per "
+                        "radford-imagenet32 checkpoint, 5000 over 20)")
+    p.add_argument("--validation-size", type=int, default=2000, help="disjoint rows it is scored on (default: 2000)")
+    p.add_argument("--subset-seed", type=int, default=0, help="which rows (default: 0)")
+    p.add_argument("--C", dest="Cs", type=_float_list, default=None, help="C grid (default: 1e-4,1e-3,1e-2)")
+    p.add_argument("--svm-tol", type=float, default=1e-3,
+                   help="SVM stopping tolerance (default: 1e-3; 1e-4 is ~7x slower on 28,672-d features)")
+    p.add_argument("--diversity-samples", type=int, default=256,
+                   help="generated (and real) images of the collapse indicator (default: 256)")
+    p.add_argument("--min-diversity", type=float, default=None,
+                   help="checkpoints whose sample diversity is below this are not eligible as best (default: all are)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="discard a table in --out made with other settings")
+
+    p = sub.add_parser("export", parents=[common], help="a checkpoint as compact fp16 weights with a model card",
+                       description="Write the checkpoint as float16 weights without optimiser state (loads with "
+                                   "weights_only), MODEL_CARD.md, samples.png, losses.png (from the run's log.jsonl) "
+                                   "and a copy of the selection table into --out.")
+    p.add_argument("--ckpt", default=None, help="checkpoint to export (default: the best one of --selection)")
+    p.add_argument("--selection", default=None, help="the --out folder (or selection.csv) of gan-features select")
+    p.add_argument("--run-dir", default=None, help="run folder holding log.jsonl (default: the checkpoint's folder)")
+    p.add_argument("--out", required=True, help="folder to write into, e.g. results/dcgan-imagenette32")
+    p.add_argument("--seed", type=int, default=0, help="latents of the sample grid (default: 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace files an earlier export left in --out")
 
     p = sub.add_parser("info", help="print the provenance of a checkpoint or a feature store")
     p.add_argument("path")
@@ -256,6 +331,25 @@ def cmd_svm(args) -> None:
             print(path)
 
 
+def bench_config(args):
+    """The :class:`~gan_features.bench.BenchConfig` that ``gan-features bench`` arguments describe."""
+    from .bench import BenchConfig
+
+    return BenchConfig(
+        checkpoints=args.checkpoints, cifar_checkpoints=args.cifar_checkpoints, cifar_root=args.cifar_root,
+        svhn_root=args.svhn_root, svhn_checkpoint=args.svhn_ckpt, scale=args.scale, results_dir=args.results,
+        cache_dir=args.cache_dir, seed=args.seed, precision=args.precision, device=args.device,
+        batch_size=args.batch_size, kmeans_centroids=args.kmeans_centroids, random_baseline=not args.no_random,
+        pixel_baseline=not args.no_pixels, Cs=args.Cs, progress=not args.quiet)
+
+
+def cmd_bench(args) -> None:
+    from . import bench
+
+    for path in bench.run_bench(bench_config(args)).values():
+        print(path)
+
+
 def cmd_init(args) -> None:
     from .store import check_writable
     from .train import random_checkpoint
@@ -279,6 +373,40 @@ def cmd_sample(args) -> None:
     if checkpoint.generator is None:
         raise GanFeaturesError(f"{args.ckpt} holds no generator")
     print(sample_grid(checkpoint.generator, args.out, seed=args.seed, interpolate_row=not args.no_interpolation))
+
+
+def cmd_select(args) -> None:
+    from .checkpoints import load_checkpoint
+    from .data import load_dataset
+    from .device import pick_device
+    from .selection import SelectionSettings, check_training_split, run_checkpoints, select_checkpoint
+
+    check_training_split(args.split)  # before any data is read
+    paths = run_checkpoints(args.run_dir, args.pattern)
+    settings = SelectionSettings(fit_size=args.fit_size, validation_size=args.validation_size,
+                                 subset_seed=args.subset_seed, precision=args.precision,
+                                 diversity_samples=args.diversity_samples, svm_tol=args.svm_tol,
+                                 **({"Cs": args.Cs} if args.Cs is not None else {}))
+    image_size = load_checkpoint(paths[0]).architecture.image_size
+    dataset = load_dataset(args.dataset, args.split, args.data_root, image_size)
+    result = select_checkpoint(args.run_dir, args.out, dataset, settings, checkpoints=paths,
+                               device=pick_device(args.device), batch_size=args.batch_size,
+                               num_workers=args.num_workers, min_diversity=args.min_diversity,
+                               overwrite=args.overwrite, progress=not args.quiet)
+    best = result.best
+    print(f"scored {result.scored}, reused {result.reused}; best: {best['checkpoint']} "
+          f"({best['validation_accuracy_pct']:.2f}% validation accuracy, C={best['C']:g}, "
+          f"sample diversity {best['sample_diversity']:.3f})")
+    for path in result.paths:
+        print(path)
+
+
+def cmd_export(args) -> None:
+    from .modelcard import export_model
+
+    for path in export_model(args.out, args.ckpt, run_dir=args.run_dir, selection=args.selection,
+                             sample_seed=args.seed, overwrite=args.overwrite).values():
+        print(path)
 
 
 def cmd_info(args) -> None:
@@ -305,8 +433,9 @@ def cmd_archs(args) -> None:
         print(f"{name:20s} {arch.image_size}x{arch.image_size}  {arch.feature_dim():6d}-d features  {arch.description}")
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "extract": cmd_extract, "svm": cmd_svm, "init": cmd_init,
-            "import-radford": cmd_import_radford, "sample": cmd_sample, "info": cmd_info, "archs": cmd_archs}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "extract": cmd_extract, "svm": cmd_svm, "bench": cmd_bench,
+            "init": cmd_init, "import-radford": cmd_import_radford, "sample": cmd_sample, "select": cmd_select,
+            "export": cmd_export, "info": cmd_info, "archs": cmd_archs}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,178 @@
+"""Compare freshly regenerated CI-scale bench tables with the committed ones.
+
+    python benchmarks/check_ci_tables.py --fresh DIR [--committed results/ci] [--tolerance POINTS]
+                                         [--tolerance PROTOCOL=POINTS ...]
+
+Every measured row of the committed ``table1_cifar10.csv`` / ``table2_svhn.csv`` is matched with
+the fresh row of the same model and protocol. The check fails (exit 1, one line per offending row)
+when a row's score moved further than its protocol's tolerance, when a row is missing from the
+fresh tables, or when the fresh tables are not of the same CI subset; otherwise it passes (exit 0).
+Either way it prints a comparison table. Bad arguments or unreadable tables exit 2.
+
+Tolerances (percentage points, absolute). The pipeline is seeded end to end (the CI subset, the
+validation splits, the label draws, the random discriminator, k-means), so rerunning on the same
+machine reproduces every number exactly; what can move a number between machines is only
+floating-point nondeterminism: bf16 feature extraction (CPUs with and without native bf16 round
+differently; oneDNN picks different kernels, so sums are ordered differently), BLAS summation order
+and thread count in the SVM solver, and its stopping test (tol 1e-4) ending at slightly different
+weights. These flip a few test images that lie on a decision boundary, and occasionally the choice of
+C between two near-tied values, which shifts the whole score. Measured on a 3,000 / 1,000-image
+CIFAR-10 subset with the paper authors' SVHN discriminator: fp32 instead of bf16 features (a larger
+perturbation than two bf16 kernels differ by) moved `cifar10` by 0.2 points (2 test images) and
+`cifar10-400` by 0.04; 1 instead of 2 solver threads moved nothing; C was the same in every run.
+Real regressions (a broken batch-norm recompute, wrong scaling, another subset) move scores by
+several points. Hence 1.0 point for every protocol: 20 of the 2,000 CI test images, five times the
+largest floating-point move seen, below what a bug does. (It is not a sampling tolerance: the test
+images and label draws are the same in both runs, so the binomial spread of an accuracy on 2,000
+images, ~0.9 points, does not apply.)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+TABLES = ("table1_cifar10.csv", "table2_svhn.csv")
+TOLERANCES = {"cifar10": 1.0, "cifar10-400": 1.0, "svhn-1000": 1.0}  # points; see the module docstring
+SUBSET_COLUMNS = ("train_subset_sha256", "test_subset_sha256")
+EXIT_FAIL, EXIT_USAGE = 1, 2
+
+
+class UsageError(Exception):
+    """Bad arguments or unreadable tables: exit status 2."""
+
+
+@dataclass(frozen=True)
+class Row:
+    table: str
+    model: str
+    protocol: str
+    score: float
+    scale: str
+    subset: tuple[str, ...]
+
+
+def read_measured(directory: Path) -> dict[tuple[str, str, str], Row]:
+    """Measured rows of both tables, by (table, model, protocol)."""
+    rows: dict[tuple[str, str, str], Row] = {}
+    for name in TABLES:
+        path = directory / name
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                records = list(csv.DictReader(handle))
+        except OSError as error:
+            raise UsageError(f"cannot read {path}: {error.strerror}") from None
+        for record in records:
+            if record.get("source") != "measured":
+                continue  # the paper's quoted rows are constants, not measurements
+            try:
+                row = Row(name, record["model"], record["protocol"], float(record["test_mean"]),
+                          record.get("scale", ""), tuple(record.get(column, "") for column in SUBSET_COLUMNS))
+            except (KeyError, ValueError) as error:
+                raise UsageError(f"{path}: a measured row lacks a usable {error} column") from None
+            key = (name, row.model, row.protocol)
+            if key in rows:
+                raise UsageError(f"{path}: model {row.model!r} appears twice under protocol {row.protocol}")
+            rows[key] = row
+    return rows
+
+
+def parse_tolerances(values: list[str] | None) -> dict[str, float]:
+    tolerances = dict(TOLERANCES)
+    for value in values or []:
+        protocol, sep, points = value.rpartition("=")
+        try:
+            number = float(points)
+        except ValueError:
+            raise UsageError(f"--tolerance {value!r}: expected POINTS or PROTOCOL=POINTS") from None
+        if not math.isfinite(number) or number < 0:
+            raise UsageError(f"--tolerance {value!r}: points must be a non-negative number")
+        if sep:
+            tolerances[protocol] = number
+        else:
+            tolerances = {key: number for key in tolerances}
+            tolerances["*"] = number  # also protocols not listed above
+    return tolerances
+
+
+def tolerance_for(protocol: str, tolerances: dict[str, float]) -> float:
+    if protocol in tolerances:
+        return tolerances[protocol]
+    if "*" in tolerances:
+        return tolerances["*"]
+    raise UsageError(f"no tolerance for protocol {protocol!r}: pass --tolerance {protocol}=POINTS")
+
+
+def compare(committed: dict, fresh: dict, tolerances: dict[str, float]) -> tuple[list[list[str]], list[str]]:
+    """(comparison table lines, failure lines)."""
+    lines, failures = [], []
+    for key, old in committed.items():
+        tolerance = tolerance_for(old.protocol, tolerances)
+        new = fresh.get(key)
+        if new is None:
+            lines.append([old.model, old.protocol, f"{old.score:.2f}", "missing", "", f"{tolerance:g}", "FAIL"])
+            failures.append(f"FAIL {old.model} [{old.protocol}]: committed {old.score:.2f}, fresh: missing "
+                            f"(tolerance {tolerance:g})")
+            continue
+        moved = new.score - old.score
+        ok = abs(moved) <= tolerance
+        lines.append([old.model, old.protocol, f"{old.score:.2f}", f"{new.score:.2f}", f"{moved:+.2f}",
+                      f"{tolerance:g}", "ok" if ok else "FAIL"])
+        if not ok:
+            failures.append(f"FAIL {old.model} [{old.protocol}]: committed {old.score:.2f}, fresh {new.score:.2f} "
+                            f"(moved {moved:+.2f}, tolerance {tolerance:g})")
+    for key, new in fresh.items():
+        if key not in committed:
+            lines.append([new.model, new.protocol, "", f"{new.score:.2f}", "", "", "new"])
+    for which, rows in (("committed", committed), ("fresh", fresh)):
+        scales = sorted({row.scale for row in rows.values()} - {"ci"})
+        if scales:
+            failures.append(f"FAIL the {which} tables hold {', '.join(scales)}-scale rows: compare CI-scale "
+                            f"tables only")
+    subsets = {(row.table, row.subset) for rows in (committed, fresh) for row in rows.values()}
+    for table in TABLES:
+        seen = sorted({subset for name, subset in subsets if name == table})
+        if len(seen) > 1:
+            failures.append(f"FAIL {table}: the tables were made on different CI subsets (rows sha256 "
+                            f"{' vs '.join('/'.join(part[:12] for part in subset) for subset in seen)})")
+    return lines, failures
+
+
+def render(lines: list[list[str]]) -> str:
+    header = ["model", "protocol", "committed", "fresh", "moved", "tolerance", "status"]
+    widths = [max(len(row[i]) for row in [header, *lines]) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
+                     for row in [header, *lines])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--committed", type=Path, default=Path(__file__).resolve().parents[1] / "results" / "ci",
+                        help="folder of the committed CI tables (default: results/ci)")
+    parser.add_argument("--fresh", type=Path, required=True, help="folder of the freshly regenerated CI tables")
+    parser.add_argument("--tolerance", action="append", metavar="[PROTOCOL=]POINTS",
+                        help=f"allowed move in percentage points, for all protocols or one (default: "
+                             f"{', '.join(f'{k}={v:g}' for k, v in TOLERANCES.items())})")
+    args = parser.parse_args(argv)
+    try:
+        tolerances = parse_tolerances(args.tolerance)
+        committed, fresh = read_measured(args.committed), read_measured(args.fresh)
+        if not committed:
+            raise UsageError(f"{args.committed} holds no measured rows to check against")
+        lines, failures = compare(committed, fresh, tolerances)
+    except UsageError as error:
+        print(f"check_ci_tables: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(render(lines))
+    for failure in failures:
+        print(failure)
+    verdict = "failed" if failures else "passed"
+    print(f"check {verdict}: {len(committed)} committed rows checked against {args.fresh}")
+    return EXIT_FAIL if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,472 @@
+"""The bench: CI subsets, the paper's rows, table layout and provenance, caching, the CLI, the CI table check.
+
+The end-to-end runs use a synthetic CIFAR-10 written in the official python format (classes
+differ in colour, so every representation separates them) and radford-svhn32 checkpoints.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import importlib.util
+import pickle
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+
+from gan_features import bench, cli, paper
+from gan_features.bench import (
+    CI_SUBSET_SEED,
+    BenchConfig,
+    command_line,
+    long_table,
+    rows_sha256,
+    run_bench,
+    stratified_subset,
+)
+from gan_features.data import ArrayImageDataset
+from gan_features.errors import GanFeaturesError
+from gan_features.protocols import PAPER_CS
+from gan_features.store import FeatureStore
+from gan_features.train import random_checkpoint
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")  # small kernels on 2 shared cores
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+TINY = {"cifar10-400": {"n_per_class": 5, "validation_size": 50, "selection_draws": 1, "test_draws": 2},
+        "svhn-1000": {"n_per_class": 5, "validation_size": 50, "selection_draws": 1, "test_draws": 2}}
+TRAINED = "DCGAN svhn32 (test stand-in)"
+
+
+def coloured_images(per_class: int, rng: np.random.Generator, colours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (N, 3, 32, 32) images, each its class's colour plus noise; labels shuffled."""
+    labels = rng.permutation(np.repeat(np.arange(10), per_class))
+    images = colours[labels][:, :, None, None] + rng.normal(0, 40, (len(labels), 3, 32, 32))
+    return np.clip(images, 0, 255).astype(np.uint8), labels
+
+
+def write_cifar10(root: Path, train_per_class: int = 20, test_per_class: int = 10, seed: int = 0) -> Path:
+    """``root/cifar-10-batches-py`` in the official layout: pickled dicts with bytes keys, rows (N, 3072)."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 226, size=(10, 3))
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+
+    def dump(obj, name):
+        with open(folder / name, "wb") as handle:
+            pickle.dump(obj, handle, protocol=3)
+
+    images, labels = coloured_images(train_per_class, rng, colours)
+    for i, part in enumerate(np.array_split(np.arange(len(labels)), 5)):
+        dump({b"data": images[part].reshape(len(part), -1), b"labels": labels[part].tolist()}, f"data_batch_{i + 1}")
+    images, labels = coloured_images(test_per_class, rng, colours)
+    dump({b"data": images.reshape(len(images), -1), b"labels": labels.tolist()}, "test_batch")
+    dump({b"label_names": [name.encode() for name in CLASSES]}, "batches.meta")
+    return root
+
+
+def write_svhn(root: Path, train_per_class: int = 20, test_per_class: int = 10, seed: int = 1) -> Path:
+    """train_32x32.mat / test_32x32.mat as the official files: X (32, 32, 3, N), y in 1..10."""
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(30, 226, size=(10, 3))
+    root.mkdir(parents=True)
+    for split, per_class in (("train", train_per_class), ("test", test_per_class)):
+        images, labels = coloured_images(per_class, rng, colours)
+        scipy.io.savemat(root / f"{split}_32x32.mat", {"X": images.transpose(2, 3, 1, 0),
+                                                        "y": np.where(labels == 0, 10, labels)[:, None]})
+    return root
+
+
+def tiny_config(tmp: Path, **changes) -> BenchConfig:
+    """Small enough for a test: tiny protocol draws, 2 Cs, k-means on 2,000 patches, liblinear.
+
+    liblinear: the solver is not what these tests are about (tests/test_svm.py is), and on a
+    few hundred separable rows it is the quicker one.
+    """
+    values = {"checkpoints": [(TRAINED, str(tmp / "trained.pt"))], "cifar_root": str(tmp / "cifar"),
+              "scale": "full", "results_dir": str(tmp / "results"), "cache_dir": str(tmp / "cache"),
+              "Cs": (1e-2, 1e-1), "protocol_overrides": TINY, "kmeans_centroids": 8,
+              "kmeans_options": {"n_patches": 2000, "epochs": 1}, "svm_params": {"backend": "liblinear"},
+              "progress": False}
+    return BenchConfig(**{**values, **changes})
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.fixture(scope="module")
+def bench_run(tmp_path_factory):
+    """One bench run on synthetic CIFAR-10 (no SVHN), counting batch-norm preparations."""
+    tmp = tmp_path_factory.mktemp("bench")
+    write_cifar10(tmp / "cifar")
+    random_checkpoint("radford-svhn32", tmp / "trained.pt", seed=7)  # stands in for a trained one
+    config = tiny_config(tmp)
+    prepared = []
+    with pytest.MonkeyPatch.context() as patch:
+        original = bench.prepare_discriminator
+        patch.setattr(bench, "prepare_discriminator", lambda *a, **k: prepared.append(a[0].path) or original(*a, **k))
+        paths = run_bench(config)
+    return tmp, config, paths, prepared
+
+
+# --------------------------------------------------------------------------------------- CI subsets
+def test_ci_subset_is_stratified_deterministic_and_pinned():
+    labels = np.random.default_rng(3).permutation(np.repeat(np.arange(10), 5000))  # CIFAR-10's train shape
+    rows = stratified_subset(labels, 10_000, CI_SUBSET_SEED, salt="cifar10/train")
+    assert len(rows) == len(np.unique(rows)) == 10_000 and np.all(np.diff(rows) > 0)
+    assert np.bincount(labels[rows]).tolist() == [1000] * 10
+    assert np.array_equal(rows, stratified_subset(labels, 10_000, CI_SUBSET_SEED, salt="cifar10/train"))
+    assert not np.array_equal(rows, stratified_subset(labels, 10_000, CI_SUBSET_SEED, salt="cifar10/test"))
+    assert not np.array_equal(rows, stratified_subset(labels, 10_000, CI_SUBSET_SEED + 1, salt="cifar10/train"))
+    # Pinned: the rows depend on nothing but (seed, salt, labels); a change here changes every CI number.
+    pinned = stratified_subset(np.arange(1000) % 10, 100, CI_SUBSET_SEED, salt="cifar10/train")
+    assert pinned[:6].tolist() == [13, 20, 39, 41, 49, 53]
+    assert rows_sha256(pinned) == "11b36251da7e11656d5576890c7fd74558f453dab272f74230a857c7d89fed9c"
+
+
+def test_subset_keeps_unbalanced_classes_in_proportion():
+    labels = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    assert np.bincount(labels[stratified_subset(labels, 10)]).tolist() == [5, 3, 2]
+    assert np.bincount(labels[stratified_subset(labels, 7)]).tolist() == [4, 2, 1]  # largest remainder: 3.5
+    with pytest.raises(GanFeaturesError):
+        stratified_subset(labels, 101)
+
+
+def test_ci_subset_dataset_carries_its_fingerprint():
+    rng = np.random.default_rng(0)
+    images, labels = coloured_images(100, rng, rng.integers(0, 255, (10, 3)))
+    data = ArrayImageDataset(images, labels, CLASSES, name="cifar10", split="train", source="synthetic",
+                             image_size=32)
+    subset, info = bench.ci_subset(data, 500)
+    assert len(subset) == 500 and np.bincount(subset.labels).tolist() == [50] * 10
+    rows = stratified_subset(labels, 500, CI_SUBSET_SEED, salt="cifar10/train")
+    assert np.array_equal(subset.images.numpy(), images[rows]) and info["subset_sha256"] == rows_sha256(rows)
+    assert info["subset_sha256"] in subset.describe()["source"]  # so cached stores know their rows
+    with pytest.raises(GanFeaturesError, match="use scale 'full'"):
+        bench.ci_subset(data, 2_000)
+
+
+# ------------------------------------------------------------------------------------- paper rows
+def test_paper_rows_are_the_papers():
+    quoted = {row.model: (row.accuracy.text, row.accuracy_400.text, row.max_feature_units) for row in paper.TABLE1}
+    assert quoted == {"1 Layer K-means": ("80.6%", "63.7% (±0.7%)", "4800"),
+                      "3 Layer K-means Learned RF": ("82.0%", "70.7% (±0.7%)", "3200"),
+                      "View Invariant K-means": ("81.9%", "72.6% (±0.7%)", "6400"),
+                      "Exemplar CNN": ("84.3%", "77.4% (±0.2%)", "1024"),
+                      "DCGAN (ours) + L2-SVM": ("82.8%", "73.8% (±0.4%)", "512")}
+    assert [(r.model, r.error.text) for r in paper.TABLE2] == [
+        ("KNN", "77.93%"), ("TSVM", "66.55%"), ("M1+KNN", "65.63%"), ("M1+TSVM", "54.33%"), ("M1+M2", "36.02%"),
+        ("SWWAE without dropout", "27.83%"), ("SWWAE with dropout", "23.56%"), ("DCGAN (ours) + L2-SVM", "22.48%"),
+        ("Supervised CNN with the same architecture", "28.87% (validation)")]
+    dcgan = paper.TABLE1[-1]
+    assert (dcgan.accuracy.value, dcgan.accuracy_400.value, dcgan.accuracy_400.spread) == (82.8, 73.8, 0.4)
+    assert paper.TABLE2[-1].error.value == 28.87 and paper.TABLE2[-1].error.spread is None
+
+
+# ---------------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_table1_has_papers_rows_verbatim_then_ours_with_provenance(bench_run):
+    tmp, config, paths, prepared = bench_run
+    assert sorted(paths) == ["table1_cifar10.csv", "table1_cifar10.md", "table2_svhn.csv", "table2_svhn.md"]
+    markdown = paths["table1_cifar10.md"].read_text()
+    for row in paper.TABLE1:
+        line = next(line for line in markdown.splitlines() if line.startswith(f"| {row.model} "))
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        assert cells[:5] == [row.model, "quoted from the paper", row.accuracy.text, row.accuracy_400.text,
+                             row.max_feature_units]
+    rows = read_csv(paths["table1_cifar10.csv"])
+    quoted = [r for r in rows if r["source"] != "measured"]
+    assert [(r["model"], r["protocol"], r["quoted"]) for r in quoted] == [
+        (p.model, protocol, cell.text) for p in paper.TABLE1
+        for protocol, cell in (("cifar10", p.accuracy), ("cifar10-400", p.accuracy_400))]
+    assert all(r["source"] == paper.TABLE1_SOURCE and not r["git_commit"] and not r["train_store"] for r in quoted)
+
+    measured = [r for r in rows if r["source"] == "measured"]
+    models = list(dict.fromkeys(r["model"] for r in measured))
+    kmeans = ["k-means (K=8), fitted on the training images"] if bench.kmeans_available() else []
+    assert models == [TRAINED, "random radford-svhn32 discriminator (seed 0)", "raw pixels (3072-d, in [-1, 1])",
+                      *kmeans]
+    assert [r["protocol"] for r in measured] == ["cifar10", "cifar10-400"] * len(models)
+    for r in measured:
+        assert 0 <= float(r["test_mean"]) <= 100 and float(r["C"]) in config.Cs
+        assert r["git_commit"] and r["seed"] == "0" and float(r["svm_wall_time_s"]) > 0
+        assert Path(r["train_store"]).is_file() and Path(r["test_store"]).is_file()
+        assert Path(r["train_store"]).parent == Path(config.cache_dir)  # features live in the cache, not results
+        assert r["scale"] == "full" and r["train_rows"] == "200" and r["test_rows"] == "100"
+        if r["protocol"] == "cifar10-400":
+            assert r["protocol_overrides"] and '"n_per_class": 5' in r["protocol_overrides"]
+            assert int(r["test_fits"]) == 2
+    trained = next(r for r in measured if r["model"] == TRAINED)
+    assert trained["checkpoint_sha256"] == hashlib.sha256((tmp / "trained.pt").read_bytes()).hexdigest()
+    assert trained["feature_dimension"] == "7168" and trained["max_feature_units"] == "256"
+    assert trained["extraction_precision"] == "bf16" and float(trained["extract_train_s"]) > 0
+    assert trained["batchnorm"] == "recompute" and trained["features_cached"] == "no"
+    pixels = next(r for r in measured if r["model"].startswith("raw pixels"))
+    assert pixels["feature_dimension"] == "3072" and pixels["checkpoint_sha256"] == "none (raw pixels)"
+    if kmeans:  # standardised with the training split's statistics before the SVM, as Coates et al.
+        row = next(r for r in measured if r["model"] == kmeans[0])
+        assert row["train_store"].endswith("_standardized.h5") and row["feature_dimension"] == str(4 * 8)
+        with FeatureStore(row["train_store"]) as store:
+            features = store.features[:]
+        assert np.allclose(features.mean(axis=0), 0, atol=1e-4) and np.all(features.std(axis=0) <= 1)
+        assert features.std(axis=0).max() > 0.9
+    # colour classes: the trained stand-in's features separate them
+    assert float(trained["test_mean"]) > 50
+    # batch-norm statistics prepared once per checkpoint (trained, random), not once per split
+    assert len(prepared) == 2 and len(set(prepared)) == 2
+    assert "(cached" not in markdown and "measured" in markdown and "7168" in markdown
+
+
+@pytest.mark.slow
+def test_table2_without_svhn_says_so_in_one_line_with_the_command(bench_run):
+    _, config, paths, _ = bench_run
+    text = paths["table2_svhn.md"].read_text()
+    notes = [line for line in text.splitlines() if "SVHN was not available here" in line]
+    assert len(notes) == 1
+    note = notes[0]
+    assert "no SVHN folder was given" in note and "only the paper's rows are shown" in note
+    assert "gan-features import-radford" in note and "--svhn-root" in note and "--svhn-ckpt radford-svhn.pt" in note
+    assert command_line(config, svhn_root="DIR_WITH_train_32x32.mat_AND_test_32x32.mat",
+                        svhn_checkpoint="radford-svhn.pt") in note
+    assert text.index(note) < text.index("| KNN ")
+    rows = read_csv(paths["table2_svhn.csv"])
+    assert [(r["model"], r["quoted"]) for r in rows] == [(p.model, p.error.text) for p in paper.TABLE2]
+    assert {r["source"] for r in rows} == {paper.TABLE2_SOURCE}
+
+
+@pytest.mark.slow
+def test_rerun_reuses_cached_features_and_reproduces_every_number(bench_run, monkeypatch):
+    tmp, config, paths, _ = bench_run
+    first = pd.read_csv(paths["table1_cifar10.csv"])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("features were made again instead of read from the cache")
+
+    for name in ("prepare_discriminator", "extract_to_store", "write_features", "FeatureWriter"):
+        monkeypatch.setattr(bench, name, refuse)
+    if bench.kmeans_available():
+        monkeypatch.setattr("gan_features.kmeans.KMeansFeatures.fit", refuse)
+    again = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "again")}))
+    second = pd.read_csv(again["table1_cifar10.csv"])
+    measured = second["source"] == "measured"
+    assert (second.loc[measured, "features_cached"] == "train+test").all()
+    assert second["test_mean"].tolist() == first["test_mean"].tolist()  # seeded end to end
+    assert second["C"].fillna(0).tolist() == first["C"].fillna(0).tolist()
+    assert "(cached: train+test)" in again["table1_cifar10.md"].read_text()
+
+
+@pytest.mark.slow
+def test_svhn_present_measures_table2(tmp_path):
+    write_cifar10(tmp_path / "cifar")
+    write_svhn(tmp_path / "svhn")
+    random_checkpoint("radford-svhn32", tmp_path / "trained.pt", seed=7)
+    random_checkpoint("radford-svhn32", tmp_path / "authors-svhn.pt", seed=8)  # stands in for the import
+    config = tiny_config(tmp_path, svhn_root=str(tmp_path / "svhn"), svhn_checkpoint=str(tmp_path / "authors-svhn.pt"),
+                         random_baseline=False, pixel_baseline=False, kmeans_centroids=None)
+    paths = run_bench(config)
+    text = paths["table2_svhn.md"].read_text()
+    assert "not available" not in text and "svhn-1000" in text
+    rows = read_csv(paths["table2_svhn.csv"])
+    measured = [r for r in rows if r["source"] == "measured"]
+    assert [r["model"] for r in measured] == ["DCGAN radford-svhn32, the paper authors' SVHN weights (imported)",
+                                              TRAINED]
+    for r in measured:
+        assert r["protocol"] == "svhn-1000" and r["metric"] == "error" and r["dataset"] == "svhn"
+        assert 0 <= float(r["test_mean"]) <= 100 and int(r["test_fits"]) == 2 and r["checkpoint_sha256"]
+    assert [r["model"] for r in rows if r["source"] != "measured"] == [p.model for p in paper.TABLE2]
+    table1 = read_csv(paths["table1_cifar10.csv"])
+    assert [r["model"] for r in table1 if r["source"] == "measured"] == [TRAINED, TRAINED]
+
+
+# ------------------------------------------------------------------------------------ bad config
+def error_of(call, *args, **kwargs) -> str:
+    with pytest.raises(GanFeaturesError) as info:
+        call(*args, **kwargs)
+    assert "\n" not in str(info.value)
+    return str(info.value)
+
+
+def test_bad_configuration_is_one_line_and_writes_nothing(tmp_path):
+    write_cifar10(tmp_path / "cifar")
+    random_checkpoint("radford-svhn32", tmp_path / "trained.pt", seed=7)
+    assert "does not exist" in error_of(run_bench, tiny_config(tmp_path, checkpoints=[("x", str(tmp_path / "no.pt"))]))
+    assert "CIFAR-10 not found" in error_of(run_bench, tiny_config(tmp_path, cifar_root=str(tmp_path)))
+    assert "use scale 'full'" in error_of(run_bench, tiny_config(tmp_path, scale="ci"))
+    assert "unknown scale" in error_of(tiny_config, tmp_path, scale="huge")
+    assert "unique" in error_of(tiny_config, tmp_path, checkpoints=["a=x.pt"], cifar_checkpoints=[("a", "y.pt")])
+    assert "LABEL=PATH" in error_of(tiny_config, tmp_path, checkpoints=["no-label.pt"])
+    assert "unknown protocols" in error_of(tiny_config, tmp_path, protocol_overrides={"cifar100": {}})
+    assert "no parameter" in error_of(run_bench, tiny_config(tmp_path, protocol_overrides={"cifar10": {"folds": 5}}))
+    assert "Cs must be" in error_of(run_bench, tiny_config(tmp_path, Cs=(1e-3, -1.0)))
+    assert not (tmp_path / "results").exists()
+
+
+def test_command_line_round_trips_the_cli_flags(tmp_path):
+    config = BenchConfig(checkpoints=["DCGAN on Imagenette=run/d.pt"], cifar_root="/data", scale="full",
+                         kmeans_centroids=0, seed=3, cache_dir=str(tmp_path), pixel_baseline=False)
+    assert config.kmeans_centroids is None and config.results_dir == "results"  # full-scale tables: top level
+    assert command_line(config) == ("gan-features bench --scale full --cifar-root /data --ckpt "
+                                    "'DCGAN on Imagenette=run/d.pt' --results results --cache-dir "
+                                    f"{tmp_path} --seed 3 --kmeans-centroids 0 --no-pixels")
+    assert BenchConfig(cache_dir=str(tmp_path)).results_dir == str(Path("results") / "ci")
+    assert command_line(BenchConfig(cache_dir=str(tmp_path)), Cs=(1e-3, 0.01)) == (
+        f"gan-features bench --scale ci --results results/ci --cache-dir {tmp_path} --C 0.001,0.01")
+    assert "contains '='" in error_of(BenchConfig, checkpoints=[("a=b", "d.pt")])  # would not parse back
+
+
+def test_c_grid_comes_from_the_scale_then_the_config_then_protocol_overrides(monkeypatch, tmp_path):
+    monkeypatch.setattr(bench, "CI_PROTOCOL_OVERRIDES", {"cifar10": {"Cs": (1e-3, 1e-2)},
+                                                         "cifar10-400": {"validation_size": 2000, "selection_draws": 2}})
+    ci = BenchConfig(cache_dir=str(tmp_path))
+    assert bench.make_protocol("cifar10", ci).Cs == (1e-3, 1e-2)
+    assert bench.make_protocol("cifar10-400", ci).Cs == PAPER_CS
+    assert bench.make_protocol("cifar10", BenchConfig(scale="full", cache_dir=str(tmp_path))).Cs == PAPER_CS
+    assert bench.make_protocol("cifar10", BenchConfig(cache_dir=str(tmp_path), Cs=(0.1,))).Cs == (0.1,)
+    overridden = BenchConfig(cache_dir=str(tmp_path), Cs=(0.1,), protocol_overrides={"cifar10": {"Cs": [0.5]}})
+    assert bench.make_protocol("cifar10", overridden).Cs == (0.5,)
+    text = bench._protocols_text(bench.TABLE1_PROTOCOLS, ci)  # each grid said where they differ
+    assert ("Protocols: `cifar10` with C from 0.001, 0.01; `cifar10-400` with validation_size=2000, "
+            "selection_draws=2, C from 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01 (seed 0); C chosen on "
+            "validation rows of the training split, never on test; '(grid edge)'") in text
+    text = bench._protocols_text(bench.TABLE1_PROTOCOLS, BenchConfig(scale="full", cache_dir=str(tmp_path)))
+    assert text.startswith("Protocols: `cifar10`; `cifar10-400` (seed 0); C chosen on validation rows of the "
+                           "training split, never on test, from 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01;")
+
+
+# -------------------------------------------------------------------------------- the CLI
+def cli_config(monkeypatch, argv: list[str]) -> BenchConfig:
+    """The BenchConfig ``gan-features bench ARGV`` hands to run_bench (which is not run)."""
+    seen = []
+    monkeypatch.setattr(bench, "run_bench", lambda config: seen.append(config) or {})
+    assert cli.main(["bench", *argv]) == 0
+    return seen[0]
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    {"checkpoints": [("DCGAN on Imagenette (ours)", "runs/a b/d.pt"), ("second", "x=y.pt")],
+     "cifar_checkpoints": [("on CIFAR-10", "c.pt")], "cifar_root": "/data/cifar 10", "svhn_root": "/data/svhn",
+     "svhn_checkpoint": "radford-svhn.pt", "scale": "full", "results_dir": "out/tables", "seed": 7,
+     "precision": "fp32", "device": "cpu", "batch_size": 64, "kmeans_centroids": 0, "Cs": (1e-4, 2.5e-3, 1 / 3),
+     "random_baseline": False, "pixel_baseline": False},
+    {"kmeans_centroids": 400, "Cs": (0.01,), "pixel_baseline": False},
+])
+def test_cli_parses_command_line_back_into_the_same_config(tmp_path, monkeypatch, changes):
+    config = BenchConfig(**{"cache_dir": str(tmp_path / "cache"), **changes})
+    argv = shlex.split(command_line(config))
+    assert argv[:2] == ["gan-features", "bench"]
+    assert cli_config(monkeypatch, argv[2:]) == config
+
+
+def test_cli_defaults_are_the_configs(monkeypatch, tmp_path):
+    monkeypatch.setenv(bench.CACHE_ENV, str(tmp_path))
+    assert cli_config(monkeypatch, []) == BenchConfig()
+    assert cli_config(monkeypatch, ["--scale", "full", "--quiet"]) == BenchConfig(scale="full", progress=False)
+    assert BenchConfig().cache_dir == str(tmp_path / "bench")
+
+
+def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
+    write_cifar10(tmp_path / "cifar")
+    for argv, expected in ((["--ckpt", "no-label.pt"], "LABEL=PATH"),
+                           (["--ckpt", f"x={tmp_path / 'missing.pt'}"], "does not exist"),
+                           (["--ckpt", "a=x.pt", "--cifar-ckpt", "a=y.pt"], "unique"),
+                           (["--C", "1e-3,-1"], "Cs must be")):
+        code = cli.main(["bench", "--quiet", "--cifar-root", str(tmp_path / "cifar"), "--cache-dir",
+                         str(tmp_path / "cache"), "--results", str(tmp_path / "results"), *argv])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and err.startswith("gan-features bench: error: ") and expected in err
+    assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_cli_bench_end_to_end_at_ci_scale(bench_run, tmp_path, monkeypatch, capsys):
+    """`gan-features bench --scale ci` on the synthetic CIFAR-10, with the CI subset and protocols shrunk."""
+    data = bench_run[0]
+    monkeypatch.setattr(bench, "CI_SIZES", {"train": 150, "test": 50})  # of the 200 / 100 images there
+    monkeypatch.setattr(bench, "CI_PROTOCOL_OVERRIDES", TINY)
+    argv = ["bench", "--quiet", "--threads", "1", "--scale", "ci", "--cifar-root", str(data / "cifar"),
+            "--ckpt", f"{TRAINED}={data / 'trained.pt'}", "--results", str(tmp_path / "results"), "--cache-dir",
+            str(tmp_path / "cache"), "--C", "0.01,0.1", "--kmeans-centroids", "0", "--no-random"]
+    assert cli.main(argv) == 0, capsys.readouterr().err
+    names = ["table1_cifar10.md", "table1_cifar10.csv", "table2_svhn.md", "table2_svhn.csv"]
+    assert capsys.readouterr().out.splitlines() == [str(tmp_path / "results" / name) for name in names]
+    rows = [r for r in read_csv(tmp_path / "results" / "table1_cifar10.csv") if r["source"] == "measured"]
+    assert [(r["model"], r["protocol"]) for r in rows] == [
+        (model, protocol) for model in (TRAINED, "raw pixels (3072-d, in [-1, 1])")
+        for protocol in ("cifar10", "cifar10-400")]
+    for r in rows:
+        assert r["scale"] == "ci" and (r["train_rows"], r["test_rows"]) == ("150", "50")
+        assert r["train_subset_sha256"] and float(r["C"]) in (0.01, 0.1)
+    # the note's command is the one that was run (less --quiet/--threads, which change no number)
+    expected = command_line(BenchConfig(scale="ci", cifar_root=str(data / "cifar"),
+                                        checkpoints=[(TRAINED, str(data / "trained.pt"))],
+                                        results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"),
+                                        Cs=(0.01, 0.1), kmeans_centroids=0, random_baseline=False))
+    assert f"`{expected}`" in (tmp_path / "results" / "table1_cifar10.md").read_text()
+
+
+# ------------------------------------------------------------------------------------- CI check
+def load_checker():
+    spec = importlib.util.spec_from_file_location("check_ci_tables", REPO / "benchmarks" / "check_ci_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def ci_tables(directory: Path, scores: dict[tuple[str, str], float]) -> Path:
+    """Both CI tables as the bench writes them: the paper's rows plus measured ``scores``."""
+    measured = [{"table": "1", "model": model, "kind": "test", "source": "measured", "protocol": protocol,
+                 "metric": "accuracy", "test_mean": score, "scale": "ci", "train_subset_sha256": "ab" * 32,
+                 "test_subset_sha256": "cd" * 32} for (model, protocol), score in scores.items()]
+    directory.mkdir(parents=True)
+    long_table(bench.paper_rows_table1() + measured).to_csv(directory / "table1_cifar10.csv", index=False)
+    long_table(bench.paper_rows_table2()).to_csv(directory / "table2_svhn.csv", index=False)
+    return directory
+
+
+SCORES = {("DCGAN trained", "cifar10"): 61.25, ("DCGAN trained", "cifar10-400"): 55.1,
+          ("raw pixels", "cifar10"): 38.4, ("raw pixels", "cifar10-400"): 33.0}
+
+
+def test_ci_check_passes_on_identical_tables(tmp_path, capsys):
+    check = load_checker()
+    committed, fresh = ci_tables(tmp_path / "committed", SCORES), ci_tables(tmp_path / "fresh", SCORES)
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh)]) == 0
+    out = capsys.readouterr().out
+    assert "check passed: 4 committed rows" in out and "FAIL" not in out and "DCGAN trained" in out
+
+
+def test_ci_check_fails_on_a_moved_row_unless_within_tolerance(tmp_path, capsys):
+    check = load_checker()
+    committed = ci_tables(tmp_path / "committed", SCORES)
+    fresh = ci_tables(tmp_path / "fresh", {**SCORES, ("raw pixels", "cifar10-400"): 34.5})  # +1.5 points
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh)]) == 1
+    failures = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert failures == ["FAIL raw pixels [cifar10-400]: committed 33.00, fresh 34.50 (moved +1.50, tolerance 1)"]
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh), "--tolerance", "cifar10-400=2"]) == 0
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh), "--tolerance", "0.5"]) == 1
+
+
+def test_ci_check_fails_on_a_missing_row_or_another_subset(tmp_path, capsys):
+    check = load_checker()
+    committed = ci_tables(tmp_path / "committed", SCORES)
+    fresh = ci_tables(tmp_path / "fresh", {k: v for k, v in SCORES.items() if k != ("DCGAN trained", "cifar10")})
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL DCGAN trained [cifar10]: committed 61.25, fresh: missing (tolerance 1)" in out
+    other = tmp_path / "other"
+    shutil.copytree(committed, other)
+    table = pd.read_csv(other / "table1_cifar10.csv")
+    table.loc[table["source"] == "measured", "train_subset_sha256"] = "ef" * 32
+    table.to_csv(other / "table1_cifar10.csv", index=False)
+    assert check.main(["--committed", str(committed), "--fresh", str(other)]) == 1
+    assert "different CI subsets" in capsys.readouterr().out
+    assert check.main(["--committed", str(committed), "--fresh", str(tmp_path / "nowhere")]) == 2
