@@ -58,6 +58,7 @@ from .features import FeatureSpec, extract_to_store, prepare_discriminator
 from .protocols import PROTOCOLS, Protocol, ProtocolResult, get_protocol
 from .report import _markdown, _write_atomic, git_commit, provenance
 from .store import FeatureStore, FeatureWriter, write_features
+from .subsets import rows_sha256, stratified_rows
 
 SCALES = ("full", "ci")
 # Full-scale tables are the ones to set beside the paper's, so they sit at the top of results/.
@@ -195,29 +196,13 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int = CI_SUBSET_SEED,
     """``size`` row indices (sorted) with every class in proportion, the same on every machine.
 
     Each class gets its share of ``size`` (largest remainders, ties to the lower class); within a
-    class the rows with the smallest BLAKE2b hash of ``"{salt}:{seed}:{row}"`` are taken. Hashing,
-    unlike a numpy Generator, depends on nothing but these bytes.
+    class the rows with the smallest BLAKE2b hash of ``"{salt}:{seed}:{row}"`` are taken
+    (:func:`gan_features.subsets.stratified_rows`).
     """
-    labels = np.asarray(labels)
     n = len(labels)
     if not 0 < size <= n:
         raise GanFeaturesError(f"a subset of {size} rows cannot be drawn from {n}")
-    classes, counts = np.unique(labels, return_counts=True)
-    quota, remainder = np.divmod(counts.astype(np.int64) * size, n)  # exact integer shares
-    for i in np.lexsort((np.arange(len(classes)), -remainder))[:size - int(quota.sum())]:
-        quota[i] += 1
-    keys = np.fromiter((int.from_bytes(hashlib.blake2b(f"{salt}:{seed}:{row}".encode(), digest_size=8).digest(),
-                                       "little") for row in range(n)), dtype=np.uint64, count=n)
-    chosen = []
-    for label, take in zip(classes, quota):
-        rows = np.flatnonzero(labels == label)
-        chosen.append(rows[np.argsort(keys[rows], kind="stable")[:take]])
-    return np.sort(np.concatenate(chosen))
-
-
-def rows_sha256(rows: np.ndarray) -> str:
-    """A fingerprint of a row selection (little-endian int64 indices), recorded with every CI number."""
-    return hashlib.sha256(np.asarray(rows, dtype="<i8").tobytes()).hexdigest()
+    return stratified_rows(labels, [size], seed, salt=salt)[0]
 
 
 def ci_subset(dataset: ArrayImageDataset, size: int, seed: int = CI_SUBSET_SEED
@@ -297,10 +282,7 @@ class _Cache:
     @staticmethod
     def record_timing(path: Path, timing: dict[str, Any]) -> None:
         """Wall times of a store's making, beside it, so a cached store still reports them."""
-        target = path.with_name(path.name + ".json")
-        partial = target.with_name(target.name + ".partial")
-        partial.write_text(json.dumps(timing, indent=1, sort_keys=True))
-        os.replace(partial, target)
+        _write_atomic({path.with_name(path.name + ".json"): json.dumps(timing, indent=1, sort_keys=True)})
 
 
 def _canonical(value: Any) -> Any:

@@ -61,7 +61,8 @@ from tqdm.auto import tqdm
 from .checkpoints import Checkpoint, file_sha256, load_checkpoint
 from .errors import GanFeaturesError
 from .features import FeatureSpec, iter_features, prepare_discriminator
-from .report import provenance, write_table
+from .report import _write_atomic, provenance, write_table
+from .subsets import rows_sha256, stratified_rows
 
 TABLE_NAME = "selection"
 SETTINGS_FILE = "selection.json"
@@ -127,59 +128,14 @@ class SelectionResult:
 
 
 # ------------------------------------------------------------------------------------------ rows
-def _hash_keys(n: int, seed: int) -> np.ndarray:
-    return np.fromiter((int.from_bytes(hashlib.blake2b(f"{seed}:{row}".encode(), digest_size=8).digest(), "little")
-                        for row in range(n)), dtype=np.uint64, count=n)
-
-
-def _quotas(counts: np.ndarray, size: int, total: int) -> np.ndarray:
-    """Each class's share of ``size`` rows, in proportion to ``counts`` (largest remainders)."""
-    quota, remainder = np.divmod(counts.astype(np.int64) * size, total)
-    for i in np.lexsort((np.arange(len(counts)), -remainder))[:size - int(quota.sum())]:
-        quota[i] += 1
-    return quota
-
-
-def stratified_rows(labels: np.ndarray, sizes: Sequence[int], seed: int) -> list[np.ndarray]:
-    """Disjoint, class-stratified row selections of the given sizes (each sorted), the same on every machine.
-
-    Each selection takes every class in proportion to its count (largest remainders); within a class
-    rows are ranked by their hash and the selections take consecutive runs of that ranking.
-    """
-    labels = np.asarray(labels)
-    n = len(labels)
-    if sum(sizes) > n:
-        raise GanFeaturesError(f"{' + '.join(str(s) for s in sizes)} rows cannot be drawn from {n} images: "
-                               f"lower --fit-size or --validation-size")
-    classes, counts = np.unique(labels, return_counts=True)
-    quotas = [_quotas(counts, size, n) for size in sizes]
-    short = np.flatnonzero(np.sum(quotas, axis=0) > counts)  # rounding up can ask a small class for too many
-    if len(short):
-        raise GanFeaturesError(f"class {classes[short[0]]} has {counts[short[0]]} images, fewer than its share of "
-                               f"{' + '.join(str(s) for s in sizes)} rows: lower --fit-size or --validation-size")
-    keys = _hash_keys(n, seed)
-    chosen: list[list[np.ndarray]] = [[] for _ in sizes]
-    for c, label in enumerate(classes):
-        rows = np.flatnonzero(labels == label)
-        ranked = rows[np.argsort(keys[rows], kind="stable")]
-        start = 0
-        for selection, quota in zip(chosen, quotas):
-            selection.append(ranked[start:start + quota[c]])
-            start += quota[c]
-    return [np.sort(np.concatenate(selection)) for selection in chosen]
-
-
 def fit_validation_rows(labels: np.ndarray, fit_size: int, validation_size: int, seed: int
                         ) -> tuple[np.ndarray, np.ndarray]:
     """The probe's disjoint fit and validation rows of a training split."""
     if len(np.unique(labels)) < 2:
         raise GanFeaturesError("the scoring dataset has fewer than 2 classes: a linear probe needs at least 2")
-    fit, validation = stratified_rows(labels, [fit_size, validation_size], seed)
+    fit, validation = stratified_rows(labels, [fit_size, validation_size], seed,
+                                      fix="lower --fit-size or --validation-size")
     return fit, validation
-
-
-def _rows_sha256(rows: np.ndarray) -> str:
-    return hashlib.sha256(np.asarray(rows, dtype="<i8").tobytes()).hexdigest()
 
 
 class RowSubset(Dataset):
@@ -285,8 +241,8 @@ def settings_record(settings: SelectionSettings, dataset, fit_rows: np.ndarray, 
     """The settings plus what identifies the rows; its fingerprint is the cache key."""
     describe = getattr(dataset, "describe", None)
     data = describe() if describe else {"count": len(dataset)}
-    return {**settings.to_dict(), "data": data, "fit_rows_sha256": _rows_sha256(fit_rows),
-            "validation_rows_sha256": _rows_sha256(validation_rows),
+    return {**settings.to_dict(), "data": data, "fit_rows_sha256": rows_sha256(fit_rows),
+            "validation_rows_sha256": rows_sha256(validation_rows),
             "svm": f"LinearL2SVM (torch TRON, tol {settings.svm_tol:g}), fit_c_path", "selection_criterion":
             "best validation accuracy over the C grid; ties to the higher sample_diversity, then the later step"}
 
@@ -370,9 +326,7 @@ def _plain(values: dict) -> dict:
 
 
 def _write_json_atomic(path: Path, value: dict) -> Path:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(value, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    _write_atomic({path: json.dumps(value, indent=2, default=str) + "\n"})
     return path
 
 
