@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import shlex
@@ -363,10 +362,6 @@ def pixel_features(train: ArrayImageDataset, test: ArrayImageDataset, cache: _Ca
                     _store_dimension(stores["train"]), None, info)
 
 
-def kmeans_available() -> bool:
-    return importlib.util.find_spec("gan_features.kmeans") is not None
-
-
 def kmeans_features(train: ArrayImageDataset, test: ArrayImageDataset, cache: _Cache, centroids: int,
                     options: dict[str, Any], seed: int, device) -> Features:
     """The k-means baseline (Coates, Lee & Ng 2011), fitted on the training images only."""
@@ -639,15 +634,14 @@ def _provenance_text(name: str, record: dict[str, Any], seconds: float, config: 
             f"provenance (checkpoint sha256, feature stores, seeds, wall times) is in {name}.csv.")
 
 
-def table1_note(context: dict[str, Any], config: BenchConfig, record: dict[str, Any], seconds: float,
-                skipped: list[str]) -> str:
+def table1_note(context: dict[str, Any], config: BenchConfig, record: dict[str, Any], seconds: float) -> str:
     lines = [f"Paper rows: {paper.CITATION}, Table 1 (its DCGAN was trained on Imagenet-1k).",
              _scale_text(context, per_class=True), _protocols_text(TABLE1_PROTOCOLS, config),
              (f"Features: every conv block max-pooled to 4x4 and concatenated, batch-norm statistics recomputed "
               f"over the training images, extracted in {config.precision}; raw pixels in [-1, 1]; k-means fitted on "
               f"the training images only, its features standardised with the training split's mean and variance as "
               f"Coates et al. did."),
-             *skipped, _provenance_text(TABLE1, record, seconds, config)]
+             _provenance_text(TABLE1, record, seconds, config)]
     return "\n\n".join(lines)
 
 
@@ -693,7 +687,7 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
         raise GanFeaturesError(f"cannot create the feature cache {cache_dir}: {error.strerror}") from None
     cache = _Cache(cache_dir, config.scale, config.precision, config.progress)
     device = pick_device(config.device)
-    rows1, context1, skipped = _table1_rows(config, cifar_root, cache, device)
+    rows1, context1 = _table1_rows(config, cifar_root, cache, device)
     rows2, context2 = _table2_rows(config, cache, device)
 
     seconds, record = time.perf_counter() - started, provenance()
@@ -711,7 +705,7 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
     texts = {
         results_dir / f"{TABLE1}.md": _markdown(
             wide_table1(rows1), f"Table 1: CIFAR-10, linear L2-SVM on features ({config.scale} scale)",
-            table1_note(context1, config, record, seconds, skipped)),
+            table1_note(context1, config, record, seconds)),
         results_dir / f"{TABLE1}.csv": _csv(rows1),
         results_dir / f"{TABLE2}.md": _markdown(
             wide_table2(rows2), f"Table 2: SVHN, 1000 labels, linear L2-SVM on features ({config.scale} scale)", note2),
@@ -723,10 +717,10 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
 
 
 def _table1_rows(config: BenchConfig, cifar_root: str, cache: _Cache, device
-                 ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
-    """The paper's Table 1 rows, then ours under both protocols; the scale's context; skipped-row notes."""
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The paper's Table 1 rows, then ours under both protocols, and the scale's context."""
     train, test, context = _load_splits("cifar10", cifar_root, config.scale)
-    rows, skipped = paper_rows_table1(), []
+    rows = paper_rows_table1()
 
     def measure(features: Features) -> None:
         rows.extend(_measure("1", features, TABLE1_PROTOCOLS, config, context))
@@ -743,12 +737,10 @@ def _table1_rows(config: BenchConfig, cifar_root: str, cache: _Cache, device
                                         train, test, cache, device, config.batch_size))
     if config.pixel_baseline:
         measure(pixel_features(train, test, cache))
-    if config.kmeans_centroids and kmeans_available():
+    if config.kmeans_centroids:
         measure(kmeans_features(train, test, cache, config.kmeans_centroids, config.kmeans_options, config.seed,
                                 device))
-    elif config.kmeans_centroids:
-        skipped.append("The k-means row is missing: this checkout has no gan_features.kmeans module.")
-    return rows, context, skipped
+    return rows, context
 
 
 def _table2_rows(config: BenchConfig, cache: _Cache, device) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:

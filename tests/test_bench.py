@@ -190,9 +190,8 @@ def test_table1_has_papers_rows_verbatim_then_ours_with_provenance(bench_run):
 
     measured = [r for r in rows if r["source"] == "measured"]
     models = list(dict.fromkeys(r["model"] for r in measured))
-    kmeans = ["k-means (K=8), fitted on the training images"] if bench.kmeans_available() else []
     assert models == [TRAINED, "random radford-svhn32 discriminator (seed 0)", "raw pixels (3072-d, in [-1, 1])",
-                      *kmeans]
+                      "k-means (K=8), fitted on the training images"]
     assert [r["protocol"] for r in measured] == ["cifar10", "cifar10-400"] * len(models)
     for r in measured:
         assert 0 <= float(r["test_mean"]) <= 100 and float(r["C"]) in config.Cs
@@ -210,13 +209,13 @@ def test_table1_has_papers_rows_verbatim_then_ours_with_provenance(bench_run):
     assert trained["batchnorm"] == "recompute" and trained["features_cached"] == "no"
     pixels = next(r for r in measured if r["model"].startswith("raw pixels"))
     assert pixels["feature_dimension"] == "3072" and pixels["checkpoint_sha256"] == "none (raw pixels)"
-    if kmeans:  # standardised with the training split's statistics before the SVM, as Coates et al.
-        row = next(r for r in measured if r["model"] == kmeans[0])
-        assert row["train_store"].endswith("_standardized.h5") and row["feature_dimension"] == str(4 * 8)
-        with FeatureStore(row["train_store"]) as store:
-            features = store.features[:]
-        assert np.allclose(features.mean(axis=0), 0, atol=1e-4) and np.all(features.std(axis=0) <= 1)
-        assert features.std(axis=0).max() > 0.9
+    # k-means: standardised with the training split's statistics before the SVM, as Coates et al.
+    row = next(r for r in measured if r["model"] == "k-means (K=8), fitted on the training images")
+    assert row["train_store"].endswith("_standardized.h5") and row["feature_dimension"] == str(4 * 8)
+    with FeatureStore(row["train_store"]) as store:
+        features = store.features[:]
+    assert np.allclose(features.mean(axis=0), 0, atol=1e-4) and np.all(features.std(axis=0) <= 1)
+    assert features.std(axis=0).max() > 0.9
     # colour classes: the trained stand-in's features separate them
     assert float(trained["test_mean"]) > 50
     # batch-norm statistics prepared once per checkpoint (trained, random), not once per split
@@ -251,8 +250,7 @@ def test_rerun_reuses_cached_features_and_reproduces_every_number(bench_run, mon
 
     for name in ("prepare_discriminator", "extract_to_store", "write_features", "FeatureWriter"):
         monkeypatch.setattr(bench, name, refuse)
-    if bench.kmeans_available():
-        monkeypatch.setattr("gan_features.kmeans.KMeansFeatures.fit", refuse)
+    monkeypatch.setattr("gan_features.kmeans.KMeansFeatures.fit", refuse)
     again = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "again")}))
     second = pd.read_csv(again["table1_cifar10.csv"])
     measured = second["source"] == "measured"
