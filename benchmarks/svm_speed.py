@@ -46,6 +46,7 @@ SINGLE_C = 1e-3
 PEAK_BANDWIDTH_GBS = 28.0  # measured read bandwidth of the reference machine
 LIBLINEAR_MEMORY_PRIOR = 6.0  # x the float32 matrix, before any liblinear run measured it
 RESULT_MARK = "SVM_SPEED_RESULT "
+PROGRESS_MARK = "SVM_SPEED_PROGRESS "
 
 
 # ------------------------------------------------------------------------------------------
@@ -96,9 +97,11 @@ def worker(args: argparse.Namespace) -> dict:
         X, y = store.load(slice(0, rows))
         load_seconds = time.perf_counter() - start
     matrix_bytes = X.nbytes
-    params = {"backend": args.solver, "max_iter": args.max_iter}
-    if args.solver == "torch":
+    backend, overrides = parse_solver(args.solver)
+    params = {"backend": backend, "max_iter": args.max_iter}
+    if backend == "torch":
         params.update(device=args.device, hessian_dtype=args.hessian_dtype)
+    params.update(overrides)
     # A small untimed fit first: code pages of torch/MKL/liblinear touched for the first time
     # count in RSS (~100 MB measured), and would otherwise pass for the fit's data memory.
     with warnings.catch_warnings():
@@ -110,7 +113,14 @@ def worker(args: argparse.Namespace) -> dict:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = time.perf_counter()
-        models = fit_c_path(X, y, Cs, **params) if args.mode == "grid" else [LinearL2SVM(C=Cs[0], **params).fit(X, y)]
+        if backend == "liblinear":
+            # Independent fits, each reported as it ends: a timed-out grid still says how far it got.
+            models = []
+            for C in Cs:
+                models.append(LinearL2SVM(C=C, **params).fit(X, y))
+                print(PROGRESS_MARK + json.dumps({"C": C, "seconds": time.perf_counter() - start}), flush=True)
+        else:
+            models = fit_c_path(X, y, Cs, **params)
         fit_seconds = time.perf_counter() - start
     fit_peak = _peak_rss()
     load_after = os.getloadavg()
@@ -130,13 +140,30 @@ def worker(args: argparse.Namespace) -> dict:
               "peak_is_fit_only": reset, "process_peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
               "not_converged_warnings": not_converged, "load_before": load_before, "load_after": load_after,
               "n_iter": [int(model.n_iter_) for model in models], "threads": torch.get_num_threads()}
-    if args.solver == "torch":
+    if backend == "torch":
         stats = [model.solver_stats_ for model in models]
-        result.update({key: sum(s[key] for s in stats) for key in
+        result.update({key: sum(s.get(key, 0) for s in stats) for key in
                        ("exact_passes", "hessian_passes", "bytes_streamed", "seconds", "cg_iterations",
-                        "newton_iterations")})
+                        "newton_iterations", "check_exact_passes", "check_hessian_passes")})
         result["hessian_dtype"] = stats[0]["hessian_dtype"]
+        result["solver_used"] = stats[0]["solver"]
+        result["gram_seconds"] = stats[0].get("gram_seconds", 0.0)  # the path computes L once
+        result["tol"] = models[0].tol
     return result
+
+
+def parse_solver(spec: str) -> tuple[str, dict]:
+    """'liblinear', 'torch' or 'torch:tol=1e-3,solver=primal' -> (backend, LinearL2SVM overrides)."""
+    backend, _, options = spec.partition(":")
+    if backend not in ("liblinear", "torch"):
+        raise ValueError(f"solver {spec!r}: the backend must be liblinear or torch")
+    overrides: dict = {}
+    for option in filter(None, options.split(",")):
+        key, _, value = option.partition("=")
+        if key not in ("tol", "solver", "hessian_dtype"):
+            raise ValueError(f"solver {spec!r}: options are tol, solver and hessian_dtype, got {key!r}")
+        overrides[key] = float(value) if key == "tol" else value
+    return backend, overrides
 
 
 # ------------------------------------------------------------------------------------------
@@ -183,8 +210,12 @@ def run_worker(args: argparse.Namespace, solver: str, mode: str, rows: str) -> d
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
-    except subprocess.TimeoutExpired:
-        return {"solver": solver, "mode": mode, "status": f"timeout after {args.timeout:.0f} s"}
+    except subprocess.TimeoutExpired as expired:
+        output = expired.stdout.decode() if isinstance(expired.stdout, bytes) else (expired.stdout or "")
+        progress = [json.loads(line[len(PROGRESS_MARK):]) for line in output.splitlines()
+                    if line.startswith(PROGRESS_MARK)]
+        fitted = "; ".join(f"C={p['C']:g} done at {p['seconds']:.0f} s" for p in progress) or "no C finished"
+        return {"solver": solver, "mode": mode, "status": f"timeout after {args.timeout:.0f} s ({fitted})"}
     lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_MARK)]
     if done.returncode != 0 or not lines:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -245,28 +276,39 @@ def summarise(results: list[dict], peak_bandwidth: float):
                 "not_converged": r["not_converged_warnings"],
                 "load_avg_1min": f'{r["load_before"][0]:.2f}->{r["load_after"][0]:.2f}',
             })
-            if r["solver"] == "torch":
+            if r["solver"].startswith("torch"):
                 passes = r["exact_passes"] + r["hessian_passes"]
                 rate = r["bytes_streamed"] / r["seconds"] / 1e9 if r["seconds"] else float("nan")
                 row.update({"passes(exact+hessian)": f'{passes} ({r["exact_passes"]}+{r["hessian_passes"]})',
                             "GB_per_pass": round(r["bytes_streamed"] / max(passes, 1) / 1e9, 3),
                             "pass_GB/s": round(rate, 2), "%_of_peak_bw": round(100 * rate / peak_bandwidth, 1),
                             "time_in_passes_%": round(100 * r["seconds"] / r["fit_seconds"], 1),
-                            "hessian_dtype": r["hessian_dtype"]})
+                            "hessian_dtype": r["hessian_dtype"], "solver_used": r["solver_used"],
+                            "gram_s": round(r["gram_seconds"], 1),
+                            "check_passes": f'{r["check_exact_passes"]}+{r["check_hessian_passes"]}'})
             for C, accuracy, objective in zip(r["Cs"], r["accuracies"], r["objectives"]):
                 per_c.append({"rows": r["rows_label"], "mode": r["mode"], "C": C, "solver": r["solver"],
                               "test_accuracy": accuracy, "objective": objective})
         table.append(row)
     table = pd.DataFrame(table)
+    if "fit_s" in table:
+        # Side by side in this run: liblinear's time for the same rows and mode over this row's.
+        reference = table[table["solver"] == "liblinear"].set_index(["rows", "mode"])["fit_s"]
+        table.insert(5, "x_faster_than_liblinear", [
+            round(reference.get((rows, mode), float("nan")) / fit, 1) if fit == fit else float("nan")
+            for rows, mode, fit in zip(table["rows"], table["mode"], table["fit_s"])])
     per_c = pd.DataFrame(per_c)
     if len(per_c):
         per_c = per_c.pivot_table(index=["rows", "mode", "C"], columns="solver",
                                   values=["test_accuracy", "objective"]).reset_index()
         per_c.columns = ["_".join(str(part) for part in column if part) for column in per_c.columns]
-        if {"objective_liblinear", "objective_torch"} <= set(per_c.columns):
-            per_c["objective_rel_diff"] = (per_c["objective_torch"] - per_c["objective_liblinear"]) / \
-                per_c["objective_liblinear"]
-            per_c["accuracy_diff_points"] = 100 * (per_c["test_accuracy_torch"] - per_c["test_accuracy_liblinear"])
+        if "objective_liblinear" in per_c:
+            for spec in sorted({r["solver"] for r in results if r["solver"] != "liblinear"}):
+                if f"objective_{spec}" in per_c:
+                    per_c[f"objective_rel_diff_{spec}"] = (per_c[f"objective_{spec}"] - per_c["objective_liblinear"]) \
+                        / per_c["objective_liblinear"]
+                    per_c[f"accuracy_diff_points_{spec}"] = 100 * (per_c[f"test_accuracy_{spec}"]
+                                                                   - per_c["test_accuracy_liblinear"])
     return table, per_c
 
 
@@ -280,7 +322,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="training rows to use, first rows of the store ('all': every row); default: 10000 all")
     parser.add_argument("--C", type=float, default=SINGLE_C, help=f"the single C (default {SINGLE_C:g})")
     parser.add_argument("--grid", type=float, nargs="+", default=GRID, help="the C grid (default: 7 values)")
-    parser.add_argument("--solvers", nargs="+", default=["liblinear", "torch"], choices=["liblinear", "torch"])
+    parser.add_argument("--solvers", nargs="+", default=["liblinear", "torch"], metavar="SPEC",
+                        help="liblinear, torch, or torch with LinearL2SVM options, e.g. torch:tol=1e-3 "
+                             "torch:solver=primal (default: liblinear torch)")
     parser.add_argument("--modes", nargs="+", default=["single", "grid"], choices=["single", "grid"])
     parser.add_argument("--skip", nargs="+", default=[], metavar="SOLVER:MODE",
                         help="pairs not to run, e.g. liblinear:grid (reported as not run, with the reason)")
@@ -295,6 +339,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solver", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for spec in args.solvers:
+        try:
+            parse_solver(spec)
+        except ValueError as error:
+            parser.error(str(error))
 
     if args.worker:
         args.rows = args.rows[0]
@@ -369,8 +418,11 @@ def main(argv: list[str] | None = None) -> int:
         "- memory: fit_peak_RSS = RSS high-water mark during the fit (reset after loading the training rows); "
         "fit_growth_x_matrix = (peak - RSS before the fit) / float32 matrix; total_x_matrix = (peak - RSS at "
         "interpreter start) / matrix, i.e. including the loaded matrix itself",
-        f"- torch passes: one pass = X @ V then X.T @ R (two reads of X); pass_GB/s = bytes of X read by the "
-        f"products / time inside passes, vs {args.peak_bandwidth:g} GB/s peak read bandwidth",
+        f"- torch passes: one pass = X @ V then X.T @ R (two reads of X; for solver_used=gram, of the n x n Gram "
+        f"factor L instead); pass_GB/s = bytes read by the products / time inside passes, vs "
+        f"{args.peak_bandwidth:g} GB/s peak read bandwidth; gram_s = time to form X X^T and factor it; "
+        "check_passes = exact+Hessian passes over X that checked (and polished) the Gram solution",
+        "- x_faster_than_liblinear = liblinear's fit_s / this fit_s, same rows and mode, this run",
         "",
     ]
     body = ["## Runs", "", table.to_markdown(index=False), "", "## Per C (test accuracy is reported, never used to "

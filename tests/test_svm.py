@@ -21,8 +21,8 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gan_features.store import FeatureStore, write_features
-from gan_features.svm import (LinearL2SVM, _as_tensor, _TensorRows, evaluate, fit_c_path, fit_c_path_store,
-                              primal_objective)
+from gan_features.svm import (GRAM_BLOCK_ROWS, LinearL2SVM, _as_tensor, _TensorRows, evaluate, fit_c_path,
+                              fit_c_path_store, primal_objective)
 
 OBJECTIVE_RTOL = 1e-3  # the brief: torch's primal objective within 1e-3 (relative) of liblinear's
 ACCURACY_POINTS = 0.2  # and test accuracy within 0.2 percentage points
@@ -143,6 +143,79 @@ def test_no_intercept_and_intercept_scaling(ten_classes):
     assert np.all(LinearL2SVM(C=0.01, fit_intercept=False).fit(X, y).intercept_ == 0)
 
 
+# ---- the Gram solver (fewer rows than features) -------------------------------------------------
+
+@pytest.fixture(scope="module")
+def wide_problem():
+    """400 train x 1,200 nonnegative float32 features (more features than rows, like 10,000 x 28,672
+    discriminator features), 10 classes, 1,200 test rows (one prediction is 0.08 points)."""
+    X, y = make_classification(n_samples=1600, n_features=1200, n_informative=60, n_redundant=0, n_classes=10,
+                               n_clusters_per_class=1, class_sep=2.0, random_state=4)
+    X = np.maximum(X, 0).astype(np.float32)  # max-pooled LeakyReLU features are mostly >= 0
+    return X[:400], y[:400], X[400:], y[400:]
+
+
+@pytest.mark.parametrize("params", [{}, {"fit_intercept": False}, {"intercept_scaling": 10.0}])
+@pytest.mark.parametrize("C", [1e-3, 1e-1])
+def test_gram_solver_agrees_with_liblinear_and_the_primal(wide_problem, C, params):
+    X, y, X_test, y_test = wide_problem
+    gram = LinearL2SVM(C=C, **params).fit(X, y)  # auto: 400 rows <= 1200 / 2 features
+    primal = LinearL2SVM(C=C, solver="primal", hessian_dtype="float32", **params).fit(X, y)
+    reference = LinearSVC(C=C, dual=False, tol=1e-8, max_iter=10_000, **params).fit(X, y)
+    assert gram.solver_stats_["solver"] == "gram" and primal.solver_stats_["solver"] == "primal"
+    assert set(gram.solver_stats_["status"]) == {"converged"}
+    assert gram.solver_stats_["check_exact_passes"] >= 1  # the primal test on X itself ran
+    ours, theirs = primal_objective(gram, X, y, C), primal_objective(reference, X, y, C)
+    np.testing.assert_array_less(np.abs(ours - theirs) / theirs, OBJECTIVE_RTOL)
+    assert abs(gram.score(X_test, y_test) - reference.score(X_test, y_test)) * 100 <= ACCURACY_POINTS
+    assert_same_solution(gram, primal, X, y, C, gram.tol)
+    if not params.get("fit_intercept", True):
+        assert np.all(gram.intercept_ == 0)
+
+
+def test_gram_path_equals_cold_gram_fits(wide_problem):
+    X, y, _, _ = wide_problem
+    Cs = [2e-2, 5e-3, 1e-2]
+    path = fit_c_path(X, y, Cs)
+    cold = {C: LinearL2SVM(C=C).fit(X, y) for C in Cs}
+    for model in path:
+        assert model.solver_stats_["solver"] == "gram"
+        assert_same_solution(model, cold[model.C], X, y, model.C, model.tol)
+    for C in (1e-2, 2e-2):  # warm starts in the reduced space save passes too
+        warm = next(model for model in path if model.C == C).solver_stats_["hessian_passes"]
+        assert warm < cold[C].solver_stats_["hessian_passes"]
+
+
+def test_gram_solution_is_polished_by_the_primal_test(wide_problem, monkeypatch):
+    """If the mapped-back weights fail the primal stopping test (here: perturbed on purpose),
+    primal TRON steps on X finish the job, so the returned model still passes it."""
+    import gan_features.svm as svm
+
+    X, y, _, _ = wide_problem
+    exact = svm._GramFactor.weights
+
+    def perturbed(self, V):
+        W = exact(self, V)
+        return W + 1e-2 * W.abs().max() * torch.randn(W.shape, generator=torch.Generator().manual_seed(0),
+                                                       dtype=W.dtype)
+
+    monkeypatch.setattr(svm._GramFactor, "weights", perturbed)
+    model = LinearL2SVM(C=1e-2).fit(X, y)
+    assert model.solver_stats_["check_newton_iterations"] > 0
+    assert set(model.solver_stats_["status"]) == {"converged"}
+    monkeypatch.undo()
+    assert_same_solution(model, LinearL2SVM(C=1e-2, solver="primal").fit(X, y), X, y, 1e-2, model.tol)
+
+
+def test_singular_gram_matrix_falls_back_to_the_primal(wide_problem):
+    X, y, _, _ = wide_problem
+    X, y = np.concatenate([X[:100], X[:100]]), np.concatenate([y[:100], y[:100]])  # duplicate rows
+    model = LinearL2SVM(C=1e-2).fit(X, y)
+    assert model.solver_stats_["solver"] == "primal"
+    with pytest.raises(ValueError, match="solver='gram' cannot factor the Gram matrix.*use solver='primal'"):
+        LinearL2SVM(C=1e-2, solver="gram").fit(X, y)
+
+
 # ---- C paths --------------------------------------------------------------------------------
 
 def test_warm_started_path_equals_cold_fits(ten_classes):
@@ -225,6 +298,8 @@ def test_bad_input_gives_clear_errors(ten_classes):
         LinearL2SVM(backend="sklearn").fit(X, y)
     with pytest.raises(ValueError, match="hessian_dtype must be one of"):
         LinearL2SVM(hessian_dtype="float16").fit(X, y)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        LinearL2SVM(solver="dual").fit(X, y)
     model = LinearL2SVM().fit(X, y)
     with pytest.raises(ValueError, match="expecting 10 features"):
         model.predict(X[:, :9])
@@ -367,10 +442,9 @@ def test_store_fit_runs_under_a_memory_cap_below_the_matrix(tmp_path, monkeypatc
     assert_same_solution(streamed, in_memory, features, labels, 0.01, in_memory.tol)
 
 
-def test_in_memory_fit_peak_memory_is_half_the_matrix_at_most():
-    """The in-memory fit adds at most the bfloat16 copy (half the float32 matrix) plus small
-    work arrays: measured as the RSS high-water growth of a fresh interpreter during fit."""
-    script = textwrap.dedent("""
+def _fit_memory_growth(solver: str) -> dict:
+    """RSS high-water growth of a fresh interpreter during one fit of 2048 x 8192 float32 rows."""
+    script = textwrap.dedent(f"""
         import json, warnings, numpy as np, torch
         torch.set_num_threads(1)
         from gan_features.svm import LinearL2SVM
@@ -383,18 +457,34 @@ def test_in_memory_fit_peak_memory_is_half_the_matrix_at_most():
         y = rng.integers(0, 5, n)
         X = rng.standard_normal((n, d), dtype=np.float32)
         warnings.simplefilter("ignore")  # a few iterations reach the peak; convergence is not the point
-        LinearL2SVM(C=0.01, max_iter=1, hessian_dtype="bfloat16").fit(X[:64], y[:64])  # BLAS/OpenMP set up
+        params = dict(C=0.01, max_iter=2, hessian_dtype="bfloat16", solver="{solver}")
+        LinearL2SVM(**params).fit(X[:64], y[:64])  # BLAS/OpenMP set up
         open("/proc/self/clear_refs", "w").write("5")
         before = status("VmRSS")
-        model = LinearL2SVM(C=0.01, max_iter=2, hessian_dtype="bfloat16").fit(X, y)
-        print(json.dumps({"growth": status("VmHWM") - before, "matrix": X.nbytes,
-                          "hessian_passes": model.solver_stats_["hessian_passes"]}))
+        model = LinearL2SVM(**params).fit(X, y)
+        print(json.dumps({{"growth": status("VmHWM") - before, "matrix": X.nbytes, "rows": n,
+                          "hessian_passes": model.solver_stats_["hessian_passes"],
+                          "solver": model.solver_stats_["solver"]}}))
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout)
-    assert report["hessian_passes"] > 0
+    assert report["hessian_passes"] > 0 and report["solver"] == solver
+    return report
+
+
+def test_in_memory_primal_fit_peak_memory_is_half_the_matrix_at_most():
+    """The primal fit adds at most the bfloat16 copy (half the float32 matrix) plus small work arrays."""
+    report = _fit_memory_growth("primal")
     assert report["growth"] <= 0.5 * report["matrix"] + (8 << 20), report
+
+
+def test_in_memory_gram_fit_peak_memory_is_the_factor_and_scratch():
+    """The Gram fit adds L in float64, float32 and twice bfloat16 (16 n^2 bytes), one block of the
+    Gram matrix (GRAM_BLOCK_ROWS rows, float32) and small work arrays: no copy of X."""
+    report = _fit_memory_growth("gram")
+    n = report["rows"]
+    assert report["growth"] <= 16 * n * n + 4 * n * min(n, GRAM_BLOCK_ROWS) + (8 << 20), report
 
 
 # ---- benchmark script ---------------------------------------------------------------------------
