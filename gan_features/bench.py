@@ -28,6 +28,11 @@ Features are cached in HDF5 stores under ``cache_dir`` (outside the repository),
 matches, so a rerun only refits the SVMs. Batch-norm statistics are recomputed over the (subset)
 training images, once per checkpoint for both splits. Every measured number's provenance (code
 commit, checkpoint sha256, feature stores, seeds, wall times) is in the CSV beside each table.
+
+Each measured row is also kept under ``cache_dir/rows``, keyed by its feature stores (path, size,
+modification time), protocol and SVM settings. With ``resume`` a run reuses such rows instead of
+refitting, so a full-scale run (hours on a CPU) can be stopped and continued; a reused row keeps the
+commit and time it was measured at, and says so (``svm_cached``).
 """
 from __future__ import annotations
 
@@ -54,7 +59,7 @@ from .data.cifar import locate as locate_cifar10
 from .device import PRECISIONS, pick_device
 from .errors import GanFeaturesError
 from .features import FeatureSpec, extract_to_store, prepare_discriminator
-from .protocols import PROTOCOLS, Protocol, ProtocolResult, get_protocol
+from .protocols import PROTOCOLS, Protocol, get_protocol
 from .report import _markdown, _write_atomic, git_commit, provenance
 from .store import FeatureStore, FeatureWriter, write_features
 from .subsets import rows_sha256, stratified_rows
@@ -86,7 +91,7 @@ LEADING_COLUMNS = ("table", "model", "kind", "source", "protocol", "metric", "te
                    "quoted", "C", "C_at_grid_edge", "feature_dimension", "max_feature_units", "scale", "train_rows",
                    "test_rows", "protocol_overrides", "seed", "checkpoint", "checkpoint_sha256", "train_store",
                    "test_store", "features_cached", "extraction_precision", "extraction_device", "prepare_s",
-                   "extract_train_s", "extract_test_s", "svm_wall_time_s", "git_commit", "git_dirty")
+                   "extract_train_s", "extract_test_s", "svm_wall_time_s", "svm_cached", "git_commit", "git_dirty")
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -113,6 +118,7 @@ class BenchConfig:
     Cs: Sequence[float] | None = None  # C grid of every protocol (default: the paper's analysis grid)
     protocol_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # applied after the scale's
     svm_params: dict[str, Any] = field(default_factory=dict)  # LinearL2SVM arguments (backend, device...)
+    resume: bool = False  # reuse rows an earlier run measured on the same stores and settings
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -190,8 +196,8 @@ def command_line(config: BenchConfig, **changes: Any) -> str:
             args += [flag, str(value)]
     if config.Cs is not None:
         args += ["--C", ",".join(str(float(C)) for C in config.Cs)]  # shortest text that reads back exactly
-    args += [flag for flag, on in (("--no-random", config.random_baseline), ("--no-pixels", config.pixel_baseline))
-             if not on]
+    args += [flag for flag, on in (("--no-random", config.random_baseline), ("--no-pixels", config.pixel_baseline),
+                                   ("--resume", not config.resume)) if not on]
     return " ".join(shlex.quote(arg) for arg in args)
 
 
@@ -278,10 +284,7 @@ class _Cache:
 
     @staticmethod
     def timing(path: Path) -> dict[str, Any]:
-        try:
-            return json.loads(path.with_name(path.name + ".json").read_text())
-        except (OSError, ValueError):
-            return {}
+        return _read_json(path.with_name(path.name + ".json")) or {}
 
     @staticmethod
     def record_timing(path: Path, timing: dict[str, Any]) -> None:
@@ -479,34 +482,74 @@ def _grid_edge(C: float, Cs: Sequence[float]) -> str:
     return "low" if C == min(Cs) else "high" if C == max(Cs) else ""
 
 
-def measured_row(table: str, features: Features, result: ProtocolResult, protocol: Protocol,
+def measured_row(table: str, features: Features, result: dict[str, Any], protocol: Protocol,
                  context: dict[str, Any]) -> dict[str, Any]:
-    """One long-format row: the score, the representation's provenance, then the protocol's."""
+    """One long-format row: the score, the representation's provenance, then the protocol's.
+
+    ``result``: :meth:`ProtocolResult.to_row` (flat, so a row measured earlier can be reused).
+    """
     row: dict[str, Any] = {
         "table": table, "model": features.label, "kind": features.kind, "source": "measured",
-        "protocol": result.protocol, "metric": result.metric, "test_mean": result.test.mean,
-        "test_std": result.test.std, "test_ci95": result.test.ci95, "quoted": None, "C": result.chosen_C,
-        "C_at_grid_edge": _grid_edge(result.chosen_C, protocol.Cs), "feature_dimension": features.dimension,
+        "protocol": result["protocol"], "metric": result["metric"], "test_mean": result["test_mean"],
+        "test_std": result["test_std"], "test_ci95": result["test_ci95"], "quoted": None, "C": result["C"],
+        "C_at_grid_edge": _grid_edge(result["C"], protocol.Cs), "feature_dimension": features.dimension,
         "max_feature_units": features.feature_units,
         "protocol_overrides": json.dumps(protocol_overrides(protocol), sort_keys=True),
         "train_store": str(features.train_store), "test_store": str(features.test_store),
-        "svm_wall_time_s": result.wall_time_s, **context, **features.info}
-    for key, value in result.to_row().items():
+        "svm_wall_time_s": result["wall_time_s"], **context, **features.info}
+    for key, value in result.items():
         if key != "wall_time_s":  # kept as svm_wall_time_s, apart from the extraction times
             row.setdefault(key, value)
     return row
 
 
+def _store_fingerprint(path: Path) -> dict[str, Any]:
+    """What identifies a store's contents without reading 6 GB: a store is only ever rewritten whole."""
+    stat = path.stat()
+    return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _row_key(table: str, features: Features, protocol: Protocol, config: BenchConfig,
+             context: dict[str, Any]) -> str:
+    """The measured row's identity: every input that shapes its numbers."""
+    inputs = {"table": table, "label": features.label, "kind": features.kind, "protocol": protocol.name,
+              "params": protocol.params, "svm_params": config.svm_params, "context": context,
+              "train": _store_fingerprint(features.train_store), "test": _store_fingerprint(features.test_store)}
+    return hashlib.sha256(json.dumps(_canonical(inputs), sort_keys=True).encode()).hexdigest()[:32]
+
+
 def _measure(table: str, features: Features, protocols: Sequence[str], config: BenchConfig,
-             context: dict[str, Any]) -> list[dict[str, Any]]:
+             context: dict[str, Any], cache: _Cache) -> list[dict[str, Any]]:
     rows = []
     for name in protocols:
         protocol = make_protocol(name, config)
-        _say(config.progress, f"{features.label}: {name}")
-        result = protocol.run(features.train_store, features.test_store, svm_params=config.svm_params or None,
-                              progress=config.progress)
-        rows.append(measured_row(table, features, result, protocol, context))
+        saved = cache.directory / "rows" / f"{_row_key(table, features, protocol, config, context)}.json"
+        result = _read_json(saved) if config.resume else None
+        if result is not None:
+            _say(config.progress, f"{features.label}: {name}: reusing the row measured {result.get('created')} "
+                                  f"({saved.name})")
+            cached = result.get("created") or "yes"
+        else:
+            _say(config.progress, f"{features.label}: {name}")
+            result = protocol.run(features.train_store, features.test_store, svm_params=config.svm_params or None,
+                                  progress=config.progress).to_row()
+            saved.parent.mkdir(exist_ok=True)
+            _write_atomic({saved: json.dumps(result, indent=1, sort_keys=True, default=_plain)})
+            cached = "no"
+        rows.append({**measured_row(table, features, result, protocol, context), "svm_cached": cached})
     return rows
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as the Python numbers they hold (a reused row then reads back the same)."""
+    return value.item() if isinstance(value, np.generic) else str(value)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 # ----------------------------------------------------------------------------------------- the paper
@@ -728,7 +771,7 @@ def _table1_rows(config: BenchConfig, cifar_root: str, cache: _Cache, device
     rows = paper_rows_table1()
 
     def measure(features: Features) -> None:
-        rows.extend(_measure("1", features, TABLE1_PROTOCOLS, config, context))
+        rows.extend(_measure("1", features, TABLE1_PROTOCOLS, config, context, cache))
 
     for kind, pairs in (("trained discriminator", config.checkpoints),
                         ("trained on CIFAR-10 training images (labels unused)", config.cifar_checkpoints)):
@@ -761,7 +804,7 @@ def _table2_rows(config: BenchConfig, cache: _Cache, device) -> tuple[list[dict[
                           "imported authors' discriminator"))
     for label, path, kind in models:
         features = checkpoint_features(label, kind, path, train, test, cache, device, config.batch_size)
-        rows += _measure("2", features, (TABLE2_PROTOCOL,), config, context)
+        rows += _measure("2", features, (TABLE2_PROTOCOL,), config, context, cache)
     return rows, context
 
 

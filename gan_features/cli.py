@@ -182,6 +182,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "1e-4 ... 1e-2 unless the scale changes it)")
     p.add_argument("--no-random", action="store_true", help="leave out the random-discriminator rows")
     p.add_argument("--no-pixels", action="store_true", help="leave out the raw-pixel rows")
+    p.add_argument("--resume", action="store_true",
+                   help="reuse rows an earlier run measured on the same feature stores, protocol and settings "
+                        "(kept in the cache directory), so a stopped full-scale run continues where it was")
 
     p = sub.add_parser("init", parents=[common], help="save a randomly initialised DCGAN (a baseline)")
     p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, choices=sorted(ARCHITECTURES))
@@ -340,7 +343,7 @@ def bench_config(args):
         svhn_root=args.svhn_root, svhn_checkpoint=args.svhn_ckpt, scale=args.scale, results_dir=args.results,
         cache_dir=args.cache_dir, seed=args.seed, precision=args.precision, device=args.device,
         batch_size=args.batch_size, kmeans_centroids=args.kmeans_centroids, random_baseline=not args.no_random,
-        pixel_baseline=not args.no_pixels, Cs=args.Cs, progress=not args.quiet)
+        pixel_baseline=not args.no_pixels, Cs=args.Cs, resume=args.resume, progress=not args.quiet)
 
 
 def cmd_bench(args) -> None:

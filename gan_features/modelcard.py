@@ -136,6 +136,15 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds:,.0f} s ({hours} h {rest // 60:02d} min)"
 
 
+def _step_seconds(log: pd.DataFrame) -> str:
+    """The median of wall seconds per step between logged steps ("not recorded" without times)."""
+    if "seconds" not in log or len(log) < 2:
+        return "not recorded"
+    steps, seconds = log["step"].diff(), log["seconds"].diff()
+    per_step = (seconds / steps)[steps > 0].dropna()
+    return f"{per_step.median():.2f} s" if len(per_step) else "not recorded"
+
+
 def _number(value: Any) -> str:
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "not recorded"
@@ -197,6 +206,8 @@ def _training_section(checkpoint: Checkpoint, source_path: Path, log: pd.DataFra
         f"| seed | {config.get('seed', 'not recorded')} |",
         f"| precision, device | {config.get('precision', '?')}, {record.get('device', '?')} |",
         f"| wall time (training, all sessions) | {_duration(record.get('wall_seconds'))} |",
+        f"| median wall time per step | {_step_seconds(log)} (less moved than the total by stretches in which the "
+        f"run shared the machine or was paused) |",
         f"| torch (training) | {record.get('torch_version', 'not recorded')} |",
         f"| last {len(last)} logged steps (mean) | D loss {last['loss_d'].mean():.3f}, G loss {last['loss_g'].mean():.3f}, "
         f"D(real) {last['d_real'].mean():.3f}, D(G(z)) {last['d_fake'].mean():.3f} |", "",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import importlib.util
+import os
 import pickle
 import shlex
 import shutil
@@ -260,6 +261,34 @@ def test_rerun_reuses_cached_features_and_reproduces_every_number(bench_run, mon
     assert "(cached: train+test)" in again["table1_cifar10.md"].read_text()
 
 
+def test_resume_reuses_measured_rows_and_refits_what_changed(bench_run, monkeypatch):
+    """A resumed run fits nothing already measured on the same stores; a rewritten store is refitted."""
+    tmp, config, _, _ = bench_run
+    measured = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "measured")}))
+    first = pd.read_csv(measured["table1_cifar10.csv"])  # the rows now kept in the cache
+    assert (first.loc[first["source"] == "measured", "svm_cached"] == "no").all()
+    fits = []
+    original = bench.Protocol.run
+    monkeypatch.setattr(bench.Protocol, "run", lambda self, *a, **k: fits.append(self.name) or original(self, *a, **k))
+
+    resumed = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "resumed"), "resume": True}))
+    second = pd.read_csv(resumed["table1_cifar10.csv"])
+    measured = second["source"] == "measured"
+    assert fits == []
+    assert not (second.loc[measured, "svm_cached"] == "no").any()
+    for column in ("test_mean", "test_std", "C", "svm_wall_time_s", "git_commit", "created"):
+        assert second[column].astype(str).tolist() == first[column].astype(str).tolist(), column
+
+    pixels = Path(second.loc[second["kind"] == "raw pixels", "train_store"].iloc[0])
+    os.utime(pixels, ns=(pixels.stat().st_atime_ns, pixels.stat().st_mtime_ns + 10**9))  # as if rewritten
+    third = pd.read_csv(run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "third"),
+                                                 "resume": True}))["table1_cifar10.csv"])
+    assert sorted(fits) == ["cifar10", "cifar10-400"]  # the pixel rows only
+    refitted = third["kind"] == "raw pixels"
+    assert (third.loc[refitted, "svm_cached"] == "no").all()
+    assert third["test_mean"].tolist() == first["test_mean"].tolist()  # seeded: the same numbers again
+
+
 @pytest.mark.slow
 def test_svhn_present_measures_table2(tmp_path):
     write_cifar10(tmp_path / "cifar")
@@ -353,7 +382,7 @@ def cli_config(monkeypatch, argv: list[str]) -> BenchConfig:
      "cifar_checkpoints": [("on CIFAR-10", "c.pt")], "cifar_root": "/data/cifar 10", "svhn_root": "/data/svhn",
      "svhn_checkpoint": "radford-svhn.pt", "scale": "full", "results_dir": "out/tables", "seed": 7,
      "precision": "fp32", "device": "cpu", "batch_size": 64, "kmeans_centroids": 0, "Cs": (1e-4, 2.5e-3, 1 / 3),
-     "random_baseline": False, "pixel_baseline": False},
+     "random_baseline": False, "pixel_baseline": False, "resume": True},
     {"kmeans_centroids": 400, "Cs": (0.01,), "pixel_baseline": False},
 ])
 def test_cli_parses_command_line_back_into_the_same_config(tmp_path, monkeypatch, changes):

@@ -1,4 +1,5 @@
 """Exporting a tiny real run: fp16 round trip, model card contents, PNGs, atomic and refusing writes."""
+import re
 import shlex
 import sys
 
@@ -75,6 +76,7 @@ def test_model_card_says_what_the_model_is_and_how_it_was_made(run_dir, exported
                  file_sha256(paths["losses.png"]), torch.__version__, "epoch0001.pt", "no test split was read",
                  "weights_only", "wall time"):
         assert text in card, text
+    assert re.search(r"\| median wall time per step \| \d+\.\d\d s ", card)  # from the log's times
     best = "It is the table's best" in card
     assert best != ("is not the table's best" in card)
     command = card.split("```bash\n", 1)[1].split("\n```", 1)[0]
