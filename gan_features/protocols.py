@@ -234,9 +234,8 @@ class Protocol(abc.ABC):
         correct: dict[float, list[int]] = {C: [] for C in self.Cs}
         for rows, Cs in plan.selection:
             X, y = _load_rows(store, rows)
-            for C, model in zip(Cs, fit_c_path(X, y, list(Cs), **svm_params)):
+            for C, model in zip(Cs, fit_c_path(X, y, list(Cs), on_fit=lambda _: bar.update(), **svm_params)):
                 correct[C].append(_correct(model, X_val, y_val))
-            bar.update(len(Cs))
         chosen_C = self._choose(correct, len(y_val))
         models, final_correct = [], []
         for rows in plan.final:
@@ -320,9 +319,8 @@ class Cifar10(Protocol):
         # 90% and scores the last 10%; the final model refits the whole, all without a second copy.
         X, y = _load_rows(store, plan.final[0])
         X_val, y_val = X[n_fit:], y[n_fit:]
-        correct = {C: [_correct(model, X_val, y_val)] for C, model in zip(Cs, fit_c_path(X[:n_fit], y[:n_fit],
-                                                                                          list(Cs), **svm_params))}
-        bar.update(len(Cs))
+        path = fit_c_path(X[:n_fit], y[:n_fit], list(Cs), on_fit=lambda _: bar.update(), **svm_params)
+        correct = {C: [_correct(model, X_val, y_val)] for C, model in zip(Cs, path)}
         chosen_C = self._choose(correct, len(y_val))
         model = LinearL2SVM(C=chosen_C, **svm_params).fit(X, y)
         bar.update()

@@ -933,8 +933,11 @@ def _in_memory_problem(template: "LinearL2SVM", X: torch.Tensor, index: np.ndarr
     return _Problem(template._make_solver(rows, index), rows)
 
 
-def _fit_path(template: "LinearL2SVM", problem: _Problem, Cs: Sequence[float]) -> list["LinearL2SVM"]:
-    """Fit every C with warm starts in ascending order; models come back in the order of ``Cs``."""
+def _fit_path(template: "LinearL2SVM", problem: _Problem, Cs: Sequence[float],
+              on_fit: Callable[["LinearL2SVM"], None] | None = None) -> list["LinearL2SVM"]:
+    """Fit every C with warm starts in ascending order; models come back in the order of ``Cs``.
+
+    ``on_fit(model)`` runs after each C (a progress bar: one C at paper scale takes many minutes)."""
     fitted: dict[float, LinearL2SVM] = {}
     for C in sorted(set(float(C) for C in Cs)):
         model = clone(template).set_params(C=C)
@@ -944,6 +947,8 @@ def _fit_path(template: "LinearL2SVM", problem: _Problem, Cs: Sequence[float]) -
                 setattr(model, name, getattr(template, name))
         model._set_solution(*problem.solve(C))
         fitted[C] = model
+        if on_fit is not None:
+            on_fit(model)
     # A C given twice gets two independent model objects.
     return [copy.deepcopy(fitted[float(C)]) if seen else fitted[float(C)] for C, seen in _first_seen(Cs)]
 
@@ -956,8 +961,9 @@ def _first_seen(Cs: Sequence[float]) -> Iterator[tuple[float, bool]]:
         seen.add(float(C))
 
 
-def fit_c_path(X, y, Cs: Sequence[float], **params) -> list[LinearL2SVM]:
-    """One fitted :class:`LinearL2SVM` per C, in the order given.
+def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], None] | None = None,
+               **params) -> list[LinearL2SVM]:
+    """One fitted :class:`LinearL2SVM` per C, in the order given; ``on_fit(model)`` after each fit.
 
     With ``backend="torch"`` the data are validated and wrapped once (one bfloat16 copy for the
     whole path) and each C starts from the previous solution, in ascending C order (the
@@ -970,14 +976,19 @@ def fit_c_path(X, y, Cs: Sequence[float], **params) -> list[LinearL2SVM]:
     template = LinearL2SVM(**params)
     template._check_params()
     if template.backend == "liblinear":
-        return [clone(template).set_params(C=C).fit(X, y) for C in Cs]
+        models = []
+        for C in Cs:
+            models.append(clone(template).set_params(C=C).fit(X, y))
+            if on_fit is not None:
+                on_fit(models[-1])
+        return models
     X, index = template._validate_fit_data(X, y)
-    return _fit_path(template, _in_memory_problem(template, _as_tensor(X), index), Cs)
+    return _fit_path(template, _in_memory_problem(template, _as_tensor(X), index), Cs, on_fit)
 
 
 def fit_c_path_store(store, Cs: Sequence[float], rows: np.ndarray | slice | None = None, *,
                      block_bytes: int = DEFAULT_STORE_BLOCK_BYTES, prefetch: bool = True,
-                     **params) -> list[LinearL2SVM]:
+                     on_fit: Callable[[LinearL2SVM], None] | None = None, **params) -> list[LinearL2SVM]:
     """:func:`fit_c_path` out of core: every pass of every C streams ``rows`` of the store from disk."""
     Cs = list(Cs)
     if not Cs:
@@ -991,7 +1002,7 @@ def fit_c_path_store(store, Cs: Sequence[float], rows: np.ndarray | slice | None
         try:
             index = template._set_classes(labels)
             template.n_features_in_ = source.n_features
-            return _fit_path(template, _Problem(template._make_solver(source, index), source), Cs)
+            return _fit_path(template, _Problem(template._make_solver(source, index), source), Cs, on_fit)
         finally:
             source.close()
 

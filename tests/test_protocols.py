@@ -137,6 +137,28 @@ def test_svhn_plan_follows_the_original(stores):
     assert len({tuple(sorted(rows.tolist())) for rows in draws}) == len(draws)  # every draw is fresh
 
 
+@pytest.mark.parametrize("name", ["cifar10", "cifar10-400", "svhn-1000"])
+def test_progress_bar_advances_once_per_fit_and_ends_full(stores, monkeypatch, name):
+    """One C of a paper-scale path takes many minutes: the bar moves after every fit, not per path."""
+    import gan_features.protocols as protocols
+
+    bars = []
+
+    class Recording(protocols.tqdm):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **{**kwargs, "disable": True})
+            self.steps, self.expected = [], kwargs["total"]
+            bars.append(self)
+
+        def update(self, n=1):
+            self.steps.append(n)
+
+    monkeypatch.setattr(protocols, "tqdm", Recording)
+    small(name).run(stores["train"], stores["test"], svm_params=SVM, progress=True)
+    (bar,) = bars
+    assert bar.steps == [1] * bar.expected
+
+
 def test_svhn_run_matches_a_plain_rendering_of_the_original_loop(stores):
     protocol = small("svhn-1000", seed=2)
     result = protocol.run(stores["train"], stores["test"], svm_params=SVM, progress=False)

@@ -224,8 +224,10 @@ def test_warm_started_path_equals_cold_fits(ten_classes):
     # Unsorted, with a repeat (models come back in this order); neighbours 2x apart, like the
     # benchmark's grid (warm starts 10x apart measured no saving: the solution moves too far).
     Cs = [2e-2, 5e-3, 1e-2, 5e-3]
-    path = fit_c_path(X, y, Cs, hessian_dtype="float32")
+    reported = []
+    path = fit_c_path(X, y, Cs, hessian_dtype="float32", on_fit=lambda model: reported.append(model.C))
     assert [model.C for model in path] == Cs
+    assert reported == [5e-3, 1e-2, 2e-2]  # after each distinct C, in the order fitted
     assert path[1] is not path[3]
     np.testing.assert_array_equal(path[1].coef_, path[3].coef_)
     cold = {C: LinearL2SVM(C=C, hessian_dtype="float32").fit(X, y) for C in set(Cs)}
@@ -240,8 +242,10 @@ def test_warm_started_path_equals_cold_fits(ten_classes):
 
 def test_liblinear_backend_path(ten_classes):
     X, y, _, _ = ten_classes
-    path = fit_c_path(X[:500, :50], y[:500], [0.1, 0.01], backend="liblinear")
+    reported = []
+    path = fit_c_path(X[:500, :50], y[:500], [0.1, 0.01], backend="liblinear", on_fit=reported.append)
     assert [model.C for model in path] == [0.1, 0.01]
+    assert [model.C for model in reported] == [0.1, 0.01]
     assert all(model.coef_.shape == (10, 50) for model in path)
 
 
