@@ -322,7 +322,10 @@ class Cifar10(Protocol):
         path = fit_c_path(X[:n_fit], y[:n_fit], list(Cs), on_fit=lambda _: bar.update(), **svm_params)
         correct = {C: [_correct(model, X_val, y_val)] for C, model in zip(Cs, path)}
         chosen_C = self._choose(correct, len(y_val))
-        model = LinearL2SVM(C=chosen_C, **svm_params).fit(X, y)
+        model = path[list(Cs).index(chosen_C)]
+        if model.backend == "torch":  # from the 90% solution: measured 18% fewer passes (2,000 x 28,672)
+            model.set_params(warm_start=True)
+        model.fit(X, y)
         bar.update()
         return correct, chosen_C, [model], None
 

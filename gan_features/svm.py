@@ -452,6 +452,19 @@ class _GramFactor:
             W[d] = self.scaling * B.sum(0)
         return W
 
+    def coordinates(self, W: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`weights` on the row span: ``V = L^-1 X~ W`` (``w~ = X~^T L^-T v`` is
+        then ``W``'s projection onto the span of the rows, where the optimum lies)."""
+        n, d = self.X.shape
+        W = W.to(torch.float64)
+        Z = torch.empty(n, W.shape[1], dtype=torch.float64, device=W.device)
+        block = max(1, GRAM_SCRATCH_BYTES // (8 * d))
+        for lo in range(0, n, block):
+            Z[lo:lo + block] = self.X[lo:lo + block].to(torch.float64) @ W[:d]
+        if self.scaling is not None:
+            Z += self.scaling * W[d]
+        return torch.linalg.solve_triangular(self.L, Z, upper=False)
+
 
 # --------------------------------------------------------------------------------------------
 # TRON, batched over classes
@@ -643,6 +656,11 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         Where ``"torch"`` computes ("cpu", "cuda", "cuda:1", ...).
     random_state : int, RandomState or None
         Used by ``"liblinear"`` only (its dual coordinate descent shuffles); TRON is deterministic.
+    warm_start : bool
+        Start TRON from the previous fit's ``coef_`` and ``intercept_`` (same classes and number
+        of features) instead of zero, as scikit-learn's ``warm_start``: refitting at the chosen C
+        on all rows after choosing it on most of them needs fewer passes. Same stopping test, so
+        the same solution up to ``tol``. ``"torch"`` only (``LinearSVC`` cannot be given a start).
 
     Attributes
     ----------
@@ -654,7 +672,7 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
     def __init__(self, C: float = 1.0, *, backend: str = "torch", fit_intercept: bool = True,
                  intercept_scaling: float = 1.0, tol: float = 1e-4, max_iter: int = 1000,
                  hessian_dtype: str = "auto", solver: str = "auto", device: str | torch.device = "cpu",
-                 random_state=None):
+                 random_state=None, warm_start: bool = False):
         self.C = C
         self.backend = backend
         self.fit_intercept = fit_intercept
@@ -665,6 +683,7 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         self.solver = solver
         self.device = device
         self.random_state = random_state
+        self.warm_start = warm_start
 
     # ---- validation -----------------------------------------------------------------------
 
@@ -683,6 +702,8 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
             raise ValueError(f"hessian_dtype must be one of {HESSIAN_DTYPES}, got {self.hessian_dtype!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if self.warm_start and self.backend != "torch":
+            raise ValueError("warm_start needs backend='torch' (LinearSVC cannot start from given weights)")
 
     def _set_classes(self, y: np.ndarray) -> np.ndarray:
         """Set ``classes_``; return each label's class index. Needs at least two classes."""
@@ -720,10 +741,12 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
     def fit(self, X, y) -> "LinearL2SVM":
         """Fit on an in-memory matrix (numpy array, array-like or torch tensor) and labels."""
         self._check_params()
+        previous = self._previous_fit()
         X, index = self._validate_fit_data(X, y)
         if self.backend == "liblinear":
             return self._fit_liblinear(X, y=self.classes_[index])
-        self._set_solution(*_in_memory_problem(self, _as_tensor(X), index).solve(float(self.C)))
+        start = self._start_weights(previous)
+        self._set_solution(*_in_memory_problem(self, _as_tensor(X), index).solve(float(self.C), start))
         return self
 
     def fit_store(self, store, rows: np.ndarray | slice | None = None, *,
@@ -740,15 +763,36 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         if self.backend != "torch":
             raise ValueError("fit_store streams from disk only with backend='torch'; "
                              "for liblinear, load the rows (FeatureStore.load) and call fit")
+        previous = self._previous_fit()
         with _opened(store) as opened:
             source, labels = _store_rows(opened, rows, self, block_bytes, prefetch)
             try:
                 index = self._set_classes(labels)
                 self.n_features_in_ = source.n_features
-                self._set_solution(*_Problem(self._make_solver(source, index), source).solve(float(self.C)))
+                start = self._start_weights(previous, source.device)
+                self._set_solution(*_Problem(self._make_solver(source, index), source).solve(float(self.C), start))
             finally:
                 source.close()
         return self
+
+    def _previous_fit(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(classes_, coef_, intercept_) of the previous fit when ``warm_start`` asks for them."""
+        if not (self.warm_start and hasattr(self, "coef_")):
+            return None
+        return self.classes_, self.coef_, self.intercept_
+
+    def _start_weights(self, previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
+                       device: torch.device | str | None = None) -> torch.Tensor | None:
+        """TRON's starting weights ((n_features [+ 1]) x k) from the previous fit, checked against these data."""
+        if previous is None:
+            return None
+        classes, coef, intercept = previous
+        if not np.array_equal(classes, self.classes_) or coef.shape[1] != self.n_features_in_:
+            raise ValueError(f"warm_start: the previous fit had classes {classes.tolist()} and {coef.shape[1]} "
+                             f"features, these data have {self.classes_.tolist()} and {self.n_features_in_}; "
+                             f"set warm_start=False to fit from zero")
+        rows = [coef.T] + ([intercept[None, :] / self.intercept_scaling] if self.fit_intercept else [])
+        return torch.from_numpy(np.vstack(rows).astype(np.float64)).to(device or self.device)
 
     def _fit_liblinear(self, X: np.ndarray, y: np.ndarray) -> "LinearL2SVM":
         model = LinearSVC(C=self.C, loss="squared_hinge", penalty="l2", dual="auto", tol=self.tol,
@@ -871,12 +915,17 @@ class _Problem:
         self.solver, self.rows = solver, rows
         self.W: torch.Tensor | None = None
 
-    def solve(self, C: float) -> tuple[_Solution, PassStats, _RowSource, dict]:
-        """The arguments of :meth:`LinearL2SVM._set_solution` for this C (passes: this C's only)."""
+    def solve(self, C: float, start: torch.Tensor | None = None) -> tuple[_Solution, PassStats, _RowSource, dict]:
+        """The arguments of :meth:`LinearL2SVM._set_solution` for this C (passes: this C's only).
+
+        ``start``: primal weights ((n_features [+ 1]) x k) to start from instead of the previous solution."""
         before = copy.copy(self.solver.design.stats)
-        solution = self.solver.solve(C, self.W)
+        solution = self.solver.solve(C, self.W if start is None else self._coordinates(start))
         self.W = solution.W
         return solution, _stats_since(before, self.solver.design.stats), self.rows, {"solver": "primal"}
+
+    def _coordinates(self, W: torch.Tensor) -> torch.Tensor:
+        return W.to(torch.float64)
 
 
 class _GramProblem(_Problem):
@@ -895,8 +944,11 @@ class _GramProblem(_Problem):
         self.primal_rows = _TensorRows(factor.X, device, dtype_name)
         self.primal = template._make_solver(self.primal_rows, index)
 
-    def solve(self, C: float) -> tuple[_Solution, PassStats, _RowSource, dict]:
-        reduced, stats, rows, _ = super().solve(C)
+    def _coordinates(self, W: torch.Tensor) -> torch.Tensor:
+        return self.factor.coordinates(W)
+
+    def solve(self, C: float, start: torch.Tensor | None = None) -> tuple[_Solution, PassStats, _RowSource, dict]:
+        reduced, stats, rows, _ = super().solve(C, start)
         before = copy.copy(self.primal.design.stats)
         checked = self.primal.solve(C, self.factor.weights(reduced.W))
         polish = _stats_since(before, self.primal.design.stats)

@@ -240,6 +240,45 @@ def test_warm_started_path_equals_cold_fits(ten_classes):
         assert warm < cold[C].solver_stats_["hessian_passes"]
 
 
+@pytest.mark.parametrize("solver, problem", [("primal", "ten_classes"), ("gram", "wide_problem")])
+def test_warm_start_refit_on_more_rows_equals_a_cold_fit_in_fewer_passes(solver, problem, request):
+    """The cifar10 protocol's refit: C chosen on 90% of the rows, then all rows from that solution."""
+    X, y, _, _ = request.getfixturevalue(problem)
+    C, n_fit = 1e-2, int(0.9 * len(X))
+    params = dict(C=C, solver=solver, hessian_dtype="float32")
+    model = LinearL2SVM(**params).fit(X[:n_fit], y[:n_fit])
+    warm = model.set_params(warm_start=True).fit(X, y)
+    cold = LinearL2SVM(**params).fit(X, y)
+    assert warm is model and warm.solver_stats_["solver"] == cold.solver_stats_["solver"] == solver
+    assert_same_solution(warm, cold, X, y, C, cold.tol)
+    assert warm.solver_stats_["hessian_passes"] < cold.solver_stats_["hessian_passes"]
+
+
+def test_warm_start_from_the_solution_itself_takes_no_newton_step(ten_classes, wide_problem, tmp_path):
+    for X, y, *_ in (ten_classes, wide_problem):
+        model = LinearL2SVM(C=1e-2, hessian_dtype="float32").fit(X, y)
+        coef = model.coef_.copy()
+        model.set_params(warm_start=True).fit(X, y)
+        assert model.solver_stats_["newton_iterations"] == 0 and model.solver_stats_["hessian_passes"] == 0
+        np.testing.assert_allclose(model.coef_, coef, rtol=0, atol=1e-6 * np.abs(coef).max())
+    X, y = ten_classes[0][:300, :64], ten_classes[1][:300]
+    model = LinearL2SVM(C=1e-2, hessian_dtype="float32", warm_start=True).fit(X, y)
+    path = write_features(tmp_path / "train.h5", X, y, attrs={})
+    assert model.fit_store(path).solver_stats_["newton_iterations"] == 0
+
+
+def test_warm_start_errors(ten_classes):
+    X, y, _, _ = ten_classes
+    with pytest.raises(ValueError, match="warm_start needs backend='torch'"):
+        LinearL2SVM(backend="liblinear", warm_start=True).fit(X, y)
+    model = LinearL2SVM(C=1e-2, warm_start=True).fit(X[:200, :20], y[:200])
+    with pytest.raises(ValueError, match=r"warm_start: the previous fit had classes .* and 20 features, "
+                                         r"these data have .* and 30; set warm_start=False"):
+        model.fit(X[:200, :30], y[:200])
+    with pytest.raises(ValueError, match="warm_start: the previous fit had classes"):
+        model.fit(X[:200, :20], y[:200] % 3)
+
+
 def test_liblinear_backend_path(ten_classes):
     X, y, _, _ = ten_classes
     reported = []
