@@ -32,7 +32,9 @@ commit, checkpoint sha256, feature stores, seeds, wall times) is in the CSV besi
 Each measured row is also kept under ``cache_dir/rows``, keyed by its feature stores (path, size,
 modification time), protocol and SVM settings. With ``resume`` a run reuses such rows instead of
 refitting, so a full-scale run (hours on a CPU) can be stopped and continued; a reused row keeps the
-commit and time it was measured at, and says so (``svm_cached``).
+commit and time it was measured at, and says so (``svm_cached``). While a row is measured, each fitted
+C of its selection paths is saved beside it (``<key>.fits/``), so ``resume`` also continues a row
+stopped part-way (one full-scale ``cifar10`` path is hours); its wall time then covers the last run.
 """
 from __future__ import annotations
 
@@ -41,6 +43,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -524,18 +527,24 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
     for name in protocols:
         protocol = make_protocol(name, config)
         saved = cache.directory / "rows" / f"{_row_key(table, features, protocol, config, context)}.json"
+        fits = saved.with_suffix(".fits")  # the row's fitted Cs while it is being measured
         result = _read_json(saved) if config.resume else None
         if result is not None:
             _say(config.progress, f"{features.label}: {name}: reusing the row measured {result.get('created')} "
                                   f"({saved.name})")
             cached = result.get("created") or "yes"
         else:
-            _say(config.progress, f"{features.label}: {name}")
+            if not config.resume:
+                shutil.rmtree(fits, ignore_errors=True)
+            reused = len(list(fits.glob("*/C=*.pt"))) if fits.is_dir() else 0
+            _say(config.progress, f"{features.label}: {name}" + (f" (reusing {reused} saved fits)" if reused else ""))
             result = protocol.run(features.train_store, features.test_store, svm_params=config.svm_params or None,
-                                  progress=config.progress).to_row()
+                                  progress=config.progress, checkpoint_dir=fits).to_row()
             saved.parent.mkdir(exist_ok=True)
             _write_atomic({saved: json.dumps(result, indent=1, sort_keys=True, default=_plain)})
-            cached = "no"
+            shutil.rmtree(fits, ignore_errors=True)
+            # The wall time then covers this run only: say so.
+            cached = f"partly: {reused} of the C path's fits by an earlier run" if reused else "no"
         rows.append({**measured_row(table, features, result, protocol, context), "svm_cached": cached})
     return rows
 

@@ -183,8 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-random", action="store_true", help="leave out the random-discriminator rows")
     p.add_argument("--no-pixels", action="store_true", help="leave out the raw-pixel rows")
     p.add_argument("--resume", action="store_true",
-                   help="reuse rows an earlier run measured on the same feature stores, protocol and settings "
-                        "(kept in the cache directory), so a stopped full-scale run continues where it was")
+                   help="reuse rows an earlier run measured on the same feature stores, protocol and settings, "
+                        "and the saved C-path fits of a row it was measuring (all kept in the cache directory), "
+                        "so a stopped full-scale run continues where it was")
 
     p = sub.add_parser("init", parents=[common], help="save a randomly initialised DCGAN (a baseline)")
     p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, choices=sorted(ARCHITECTURES))

@@ -30,6 +30,7 @@ import os
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
@@ -198,15 +199,23 @@ class Protocol(abc.ABC):
 
     # -- running
     def run(self, train: StoreLike, test: StoreLike, svm_params: dict | None = None,
-            progress: bool = True) -> ProtocolResult:
-        """Choose C on the training store, then score the chosen-C models on the test store."""
+            progress: bool = True, checkpoint_dir: str | os.PathLike | None = None) -> ProtocolResult:
+        """Choose C on the training store, then score the chosen-C models on the test store.
+
+        ``checkpoint_dir``: keep every fitted C of the selection paths there, and reuse those a
+        stopped run of the same protocol on the same stores left (a full-scale ``cifar10`` path
+        takes hours on a CPU). One directory per (protocol, stores, SVM settings).
+        """
         started = time.perf_counter()
         svm_params = _check_svm_params(svm_params)
         with _opened(train) as train_store, _opened(test) as test_store:
             self.check_stores(train_store, test_store)
             plan = self.plan(train_store.labels)
             with tqdm(total=plan.fits, desc=self.name, unit="fit", disable=not progress, leave=False) as bar:
-                correct, chosen_C, models, final_validation = self._fit(plan, train_store, svm_params, bar)
+                if checkpoint_dir is not None and LinearL2SVM(**svm_params).backend != "torch":
+                    checkpoint_dir = None  # liblinear fits cannot be resumed from saved weights
+                correct, chosen_C, models, final_validation = self._fit(
+                    plan, train_store, svm_params, bar, None if checkpoint_dir is None else Path(checkpoint_dir))
             # The first and only read of the test set: C and every model are fixed by now.
             test_scores = [self._score(c, len(test_store)) for c in _store_correct(models, test_store)]
             stores = _store_provenance(train_store, test_store)
@@ -223,18 +232,21 @@ class Protocol(abc.ABC):
             Summary.of([self._score(c, n_val) for c in final_validation]),
             wall_time_s=time.perf_counter() - started, provenance={**stores, **provenance()})
 
-    def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, bar: tqdm
+    def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, bar: tqdm, checkpoint_dir: Path | None
              ) -> tuple[dict[float, list[int]], float, list, list[int] | None]:
-        """Selection fits scored on validation, the choice of C, the final fits.
+        """Selection fits scored on validation, the choice of C, the final fits (selection paths
+        checkpointed per C in ``checkpoint_dir``, one subdirectory per path).
 
         Returns correct validation predictions per C (one count per fit), the chosen C, the final
         models and their correct validation predictions (None when they trained on validation rows).
         """
         X_val, y_val = _load_rows(store, plan.validation)
         correct: dict[float, list[int]] = {C: [] for C in self.Cs}
-        for rows, Cs in plan.selection:
+        for index, (rows, Cs) in enumerate(plan.selection):
             X, y = _load_rows(store, rows)
-            for C, model in zip(Cs, fit_c_path(X, y, list(Cs), on_fit=lambda _: bar.update(), **svm_params)):
+            path = fit_c_path(X, y, list(Cs), on_fit=lambda _: bar.update(),
+                              checkpoint_dir=_path_directory(checkpoint_dir, index), **svm_params)
+            for C, model in zip(Cs, path):
                 correct[C].append(_correct(model, X_val, y_val))
         chosen_C = self._choose(correct, len(y_val))
         models, final_correct = [], []
@@ -310,7 +322,7 @@ class Cifar10(Protocol):
         order = np.random.default_rng(self.seed).permutation(n)
         return Plan(validation=order[n - n_val:], selection=((order[:n - n_val], self.Cs),), final=(order,))
 
-    def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, bar: tqdm
+    def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, bar: tqdm, checkpoint_dir: Path | None
              ) -> tuple[dict[float, list[int]], float, list, None]:
         (fit_rows, Cs), = plan.selection
         n_fit = len(fit_rows)
@@ -319,7 +331,8 @@ class Cifar10(Protocol):
         # 90% and scores the last 10%; the final model refits the whole, all without a second copy.
         X, y = _load_rows(store, plan.final[0])
         X_val, y_val = X[n_fit:], y[n_fit:]
-        path = fit_c_path(X[:n_fit], y[:n_fit], list(Cs), on_fit=lambda _: bar.update(), **svm_params)
+        path = fit_c_path(X[:n_fit], y[:n_fit], list(Cs), on_fit=lambda _: bar.update(),
+                          checkpoint_dir=_path_directory(checkpoint_dir, 0), **svm_params)
         correct = {C: [_correct(model, X_val, y_val)] for C, model in zip(Cs, path)}
         chosen_C = self._choose(correct, len(y_val))
         model = path[list(Cs).index(chosen_C)]
@@ -492,6 +505,11 @@ def _load_rows(store: FeatureStore, rows: np.ndarray) -> tuple[np.ndarray, np.nd
         positions = order[start:start + step]
         features[positions] = store.features[rows[positions]]
     return features, store.labels[rows]
+
+
+def _path_directory(checkpoint_dir: Path | None, index: int) -> Path | None:
+    """Where selection path ``index`` keeps its fitted Cs."""
+    return None if checkpoint_dir is None else checkpoint_dir / f"selection-{index}"
 
 
 def _correct(model: LinearL2SVM, X: np.ndarray, y: np.ndarray) -> int:

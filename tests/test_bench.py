@@ -289,6 +289,42 @@ def test_resume_reuses_measured_rows_and_refits_what_changed(bench_run, monkeypa
     assert third["test_mean"].tolist() == first["test_mean"].tolist()  # seeded: the same numbers again
 
 
+def test_resume_continues_a_row_stopped_part_way_from_its_saved_fits(bench_run, monkeypatch):
+    """A run stopped after its C path (here: while scoring the test set) leaves the path's fits;
+    the resumed run fits only the final model and says that the row was partly measured before."""
+    import gan_features.protocols as protocols
+    import gan_features.svm as svm
+
+    tmp, config, _, _ = bench_run
+    # The torch solver (liblinear fits are not checkpointed), our discriminator's cached features only.
+    config = BenchConfig(**{**vars(config), "svm_params": {}, "random_baseline": False, "pixel_baseline": False,
+                            "kmeans_centroids": None})
+    monkeypatch.setattr(bench, "TABLE1_PROTOCOLS", ("cifar10",))
+    scored = protocols._store_correct
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(protocols, "_store_correct", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "stopped")}))
+    rows = Path(config.cache_dir) / "rows"
+    (fits,) = rows.glob("*.fits")
+    assert {p.name for p in (fits / "selection-0").iterdir()} == {f"C={C!r}.pt" for C in config.Cs}
+    assert not (tmp / "stopped").exists()
+
+    monkeypatch.setattr(protocols, "_store_correct", scored)
+    solved = []
+    original = svm._Problem.solve
+    monkeypatch.setattr(svm._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
+    table = pd.read_csv(run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "continued"),
+                                                 "resume": True}))["table1_cifar10.csv"])
+    (row,) = table[table["source"] == "measured"].to_dict("records")
+    assert solved == [row["C"]]  # the refit on all rows; the path came from the saved fits
+    assert row["svm_cached"] == f"partly: {len(config.Cs)} of the C path's fits by an earlier run"
+    assert not list(rows.glob("*.fits"))  # removed once the row itself is kept
+
+
 @pytest.mark.slow
 def test_svhn_present_measures_table2(tmp_path):
     write_cifar10(tmp_path / "cifar")

@@ -159,6 +159,28 @@ def test_progress_bar_advances_once_per_fit_and_ends_full(stores, monkeypatch, n
     assert bar.steps == [1] * bar.expected
 
 
+@pytest.mark.parametrize("name", ["cifar10", "cifar10-400"])
+def test_checkpointed_run_resumes_without_refitting_the_selection_paths(stores, tmp_path, monkeypatch, name):
+    import gan_features.svm as svm
+
+    protocol = small(name)
+    with FeatureStore(stores["train"]) as train:
+        plan = protocol.plan(train.labels)
+    first = protocol.run(stores["train"], stores["test"], progress=False, checkpoint_dir=tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {f"selection-{i}" for i in range(len(plan.selection))}
+    for i, (_, Cs) in enumerate(plan.selection):
+        assert {p.name for p in (tmp_path / f"selection-{i}").iterdir()} == {f"C={C!r}.pt" for C in Cs}
+    solved = []
+    original = svm._Problem.solve
+    monkeypatch.setattr(svm._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
+    again = protocol.run(stores["train"], stores["test"], progress=False, checkpoint_dir=tmp_path)
+    assert len(solved) == len(plan.final)  # the final fits only
+    assert again.chosen_C == first.chosen_C and again.test == first.test
+    protocol.run(stores["train"], stores["test"], svm_params={"backend": "liblinear"}, progress=False,
+                 checkpoint_dir=tmp_path / "liblinear")
+    assert not (tmp_path / "liblinear").exists()  # liblinear fits cannot start from saved weights
+
+
 def test_svhn_run_matches_a_plain_rendering_of_the_original_loop(stores):
     protocol = small("svhn-1000", seed=2)
     result = protocol.run(stores["train"], stores["test"], svm_params=SVM, progress=False)

@@ -279,6 +279,32 @@ def test_warm_start_errors(ten_classes):
         model.fit(X[:200, :20], y[:200] % 3)
 
 
+@pytest.mark.parametrize("problem", ["ten_classes", "wide_problem"])  # primal, Gram
+def test_checkpointed_path_resumes_where_it_stopped_with_the_same_models(problem, request, tmp_path, monkeypatch):
+    import gan_features.svm as svm
+
+    X, y, _, _ = request.getfixturevalue(problem)
+    Cs, params = [5e-3, 1e-2, 2e-2], dict(hessian_dtype="float32")
+    whole = fit_c_path(X, y, Cs, **params)
+    fit_c_path(X, y, Cs, checkpoint_dir=tmp_path, **params)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"C={C!r}.pt" for C in Cs)
+    (tmp_path / f"C={Cs[-1]!r}.pt").unlink()  # as if stopped during the last C
+    solved = []
+    original = svm._Problem.solve
+    monkeypatch.setattr(svm._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
+    resumed = fit_c_path(X, y, Cs, checkpoint_dir=tmp_path, **params)
+    assert solved == [Cs[-1]]  # only the missing C was fitted, warm-started from the saved one
+    for a, b in zip(whole, resumed):
+        np.testing.assert_array_equal(a.coef_, b.coef_)
+        np.testing.assert_array_equal(a.intercept_, b.intercept_)
+        assert a.solver_stats_["hessian_passes"] == b.solver_stats_["hessian_passes"]
+    solved.clear()
+    fit_c_path(X, (y + 1) % 10, Cs, checkpoint_dir=tmp_path, **params)  # other labels: nothing reused
+    assert solved == Cs
+    with pytest.raises(ValueError, match="checkpoint_dir needs backend='torch'"):
+        fit_c_path(X, y, Cs, checkpoint_dir=tmp_path, backend="liblinear")
+
+
 def test_liblinear_backend_path(ten_classes):
     X, y, _, _ = ten_classes
     reported = []
