@@ -24,15 +24,23 @@ available, and the table says so otherwise.
 
 Writes ``<out-dir>/svm_speed.md`` (tables, machine load, commit) and ``<out-dir>/svm_speed.csv``
 (one row per rows x mode x solver), plus ``svm_speed_grid.csv`` (accuracy and objective per C).
+
+Long runs (the grid on all 50,000 rows is hours here) survive a stop: every finished run is kept as
+``<out-dir>/runs/<key>.json`` and every fitted C of a torch run as ``<out-dir>/runs/<key>.fits/``;
+``--resume`` reuses the finished runs and continues a stopped torch run from its last saved C. Such a
+run's fit_s is its last process's fit time plus the solve time the saved Cs recorded, and its
+``earlier_runs`` column says so; its peak memory is the last process's.
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -120,7 +128,7 @@ def worker(args: argparse.Namespace) -> dict:
                 models.append(LinearL2SVM(C=C, **params).fit(X, y))
                 print(PROGRESS_MARK + json.dumps({"C": C, "seconds": time.perf_counter() - start}), flush=True)
         else:
-            models = fit_c_path(X, y, Cs, **params)
+            models = fit_c_path(X, y, Cs, checkpoint_dir=args.checkpoint_dir, **params)
         fit_seconds = time.perf_counter() - start
     fit_peak = _peak_rss()
     load_after = os.getloadavg()
@@ -142,6 +150,10 @@ def worker(args: argparse.Namespace) -> dict:
               "n_iter": [int(model.n_iter_) for model in models], "threads": torch.get_num_threads()}
     if backend == "torch":
         stats = [model.solver_stats_ for model in models]
+        resumed = [s for s in stats if "resumed_from" in s]  # Cs a stopped earlier process fitted
+        recorded = [s["solve_seconds"] for s in resumed if "solve_seconds" in s]
+        result.update(resumed_fits=len(resumed), resumed_seconds_recorded=len(recorded) == len(resumed),
+                      fit_seconds=fit_seconds + sum(recorded))
         result.update({key: sum(s.get(key, 0) for s in stats) for key in
                        ("exact_passes", "hessian_passes", "bytes_streamed", "seconds", "cg_iterations",
                         "newton_iterations", "check_exact_passes", "check_hessian_passes")})
@@ -201,12 +213,25 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run_worker(args: argparse.Namespace, solver: str, mode: str, rows: str) -> dict:
+def _run_key(args: argparse.Namespace, solver: str, mode: str, rows: str) -> str:
+    """A run's identity for --resume: the stores (path, size, mtime), rows, mode, solver, Cs, settings."""
+    def store(path: str) -> list:
+        stat = Path(path).stat()
+        return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+
+    inputs = [store(args.train), store(args.test), rows, mode, solver, args.C if mode == "single" else args.grid,
+              args.device, args.hessian_dtype, args.max_iter, args.threads]
+    return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()[:24]
+
+
+def run_worker(args: argparse.Namespace, solver: str, mode: str, rows: str, checkpoint_dir: Path | None) -> dict:
     command = [sys.executable, __file__, "--worker", "--solver", solver, "--mode", mode, "--rows", rows,
                "--train", args.train, "--test", args.test, "--C", repr(args.C), "--grid", *map(repr, args.grid),
                "--device", args.device, "--hessian-dtype", args.hessian_dtype, "--max-iter", str(args.max_iter)]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    if checkpoint_dir is not None:
+        command += ["--checkpoint-dir", str(checkpoint_dir)]
     started = time.perf_counter()
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
@@ -255,13 +280,26 @@ def _gib(value: float | None) -> float:
     return float("nan") if value is None else value / 2**30
 
 
+def _earlier_runs(result: dict) -> str:
+    """What of a run was measured by an earlier invocation (--resume); empty when nothing was."""
+    if result.get("reused_from"):
+        return f"whole run reused, measured {result['reused_from']}"
+    fits = result.get("resumed_fits", 0)
+    if not fits:
+        return ""
+    if result.get("resumed_seconds_recorded", True):
+        return f"{fits} of {len(result['Cs'])} Cs fitted by a stopped earlier process (their solve time is in fit_s)"
+    return f"{fits} of {len(result['Cs'])} Cs fitted by a stopped earlier process (time not recorded: not in fit_s)"
+
+
 def summarise(results: list[dict], peak_bandwidth: float):
     """The main table (one row per rows x mode x solver) and the per-C table."""
     import pandas as pd
 
     table, per_c = [], []
     for r in results:
-        row = {"rows": r.get("rows_label"), "mode": r["mode_label"], "solver": r["solver"], "status": r["status"]}
+        row = {"rows": r.get("rows_label"), "mode": r["mode_label"], "solver": r["solver"], "status": r["status"],
+               "earlier_runs": _earlier_runs(r)}
         if r["status"] == "ok":
             growth = r["fit_peak_rss"] - r["rss_before_fit"]
             row.update({
@@ -335,7 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-iter", type=int, default=1000, help="max_iter of both solvers")
     parser.add_argument("--peak-bandwidth", type=float, default=PEAK_BANDWIDTH_GBS, help="GB/s, for the %% column")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per worker (default: none)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse runs an earlier invocation finished (same stores, rows, solver and settings) "
+                             "and continue a stopped torch run from its last saved C")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--checkpoint-dir", help=argparse.SUPPRESS)
     parser.add_argument("--solver", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -388,7 +430,23 @@ def main(argv: list[str] | None = None) -> int:
                                         f"{source}), {_gib(available):.1f} GiB available",
                                         "rows_label": n_rows, "mode_label": mode_label})
                         continue
-                result = run_worker(args, solver, mode, str(n_rows))
+                saved = out_dir / "runs" / f"{_run_key(args, solver, mode, str(n_rows))}.json"
+                fits = saved.with_suffix(".fits") if solver.startswith("torch") else None
+                if args.resume and saved.is_file():
+                    result = json.loads(saved.read_text())
+                    result["reused_from"] = result.get("measured_at", "earlier")
+                else:
+                    if fits is not None and not args.resume:
+                        shutil.rmtree(fits, ignore_errors=True)
+                    result = run_worker(args, solver, mode, str(n_rows), fits)
+                    if result["status"] == "ok":
+                        result["measured_at"] = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, commit {commit}"
+                        saved.parent.mkdir(exist_ok=True)
+                        partial = saved.with_name(saved.name + ".partial")
+                        partial.write_text(json.dumps(result))
+                        os.replace(partial, saved)
+                        if fits is not None:
+                            shutil.rmtree(fits, ignore_errors=True)
                 result.update(rows_label=n_rows, mode_label=mode_label)
                 results.append(result)
                 if solver == "liblinear" and result["status"] == "ok":

@@ -34,7 +34,8 @@ modification time), protocol and SVM settings. With ``resume`` a run reuses such
 refitting, so a full-scale run (hours on a CPU) can be stopped and continued; a reused row keeps the
 commit and time it was measured at, and says so (``svm_cached``). While a row is measured, each fitted
 C of its selection paths is saved beside it (``<key>.fits/``), so ``resume`` also continues a row
-stopped part-way (one full-scale ``cifar10`` path is hours); its wall time then covers the last run.
+stopped part-way (one full-scale ``cifar10`` path is hours); its SVM wall time is then the last run's
+plus the solve time each resumed fit recorded (``svm_cached`` says how many fits that was).
 """
 from __future__ import annotations
 
@@ -499,11 +500,27 @@ def measured_row(table: str, features: Features, result: dict[str, Any], protoco
         "max_feature_units": features.feature_units,
         "protocol_overrides": json.dumps(protocol_overrides(protocol), sort_keys=True),
         "train_store": str(features.train_store), "test_store": str(features.test_store),
-        "svm_wall_time_s": result["wall_time_s"], **context, **features.info}
+        "svm_wall_time_s": _svm_seconds(result), **context, **features.info}
     for key, value in result.items():
         if key != "wall_time_s":  # kept as svm_wall_time_s, apart from the extraction times
             row.setdefault(key, value)
     return row
+
+
+def _svm_seconds(result: dict[str, Any]) -> float:
+    """The row's SVM time: the last run's wall time plus the solve time of the fits it resumed."""
+    return result["wall_time_s"] + (result.get("resumed_fit_seconds") or 0.0)
+
+
+def _resumed_note(result: dict[str, Any]) -> str:
+    """``svm_cached`` for a row finished by this run after an earlier, stopped run made some fits."""
+    fits, seconds = result.get("resumed_fits", 0), result.get("resumed_fit_seconds")
+    if not fits:
+        return "no"
+    if seconds is None:
+        return (f"partly: {fits} of the C path's fits by an earlier run, which did not record their time "
+                "(svm_wall_time_s covers the last run only)")
+    return f"partly: {fits} of the C path's fits by an earlier run (their {seconds:.0f} s solve time included)"
 
 
 def _store_fingerprint(path: Path) -> dict[str, Any]:
@@ -543,8 +560,7 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
             saved.parent.mkdir(exist_ok=True)
             _write_atomic({saved: json.dumps(result, indent=1, sort_keys=True, default=_plain)})
             shutil.rmtree(fits, ignore_errors=True)
-            # The wall time then covers this run only: say so.
-            cached = f"partly: {reused} of the C path's fits by an earlier run" if reused else "no"
+            cached = _resumed_note(result)
         rows.append({**measured_row(table, features, result, protocol, context), "svm_cached": cached})
     return rows
 

@@ -80,8 +80,10 @@ class ProtocolResult:
     validation: pd.DataFrame  # one row per C: C, mean, std, ci95, fits, chosen
     test: Summary
     final_validation: Summary | None  # validation scores of the final models; None if they trained on it
-    wall_time_s: float
+    wall_time_s: float  # this run's; fits an earlier, stopped run saved are counted below
     provenance: dict
+    resumed_fits: int = 0  # fits loaded from checkpoint_dir instead of refitted
+    resumed_fit_seconds: float | None = 0.0  # their solve time as recorded then (None: not recorded)
 
     def to_row(self) -> dict[str, Any]:
         """Flat scalars for one table row (structured values as JSON text, so CSV round-trips)."""
@@ -92,7 +94,8 @@ class ProtocolResult:
             "test_fits": self.test.n, "C": self.chosen_C, "validation_mean": float(chosen["mean"]),
             "final_validation_mean": None if self.final_validation is None else self.final_validation.mean,
             "final_validation_ci95": None if self.final_validation is None else self.final_validation.ci95,
-            "wall_time_s": self.wall_time_s,
+            "wall_time_s": self.wall_time_s, "resumed_fits": self.resumed_fits,
+            "resumed_fit_seconds": self.resumed_fit_seconds,
         }
         for key, value in {**self.params, **self.provenance}.items():
             row.setdefault(key, _cell(value))
@@ -214,8 +217,9 @@ class Protocol(abc.ABC):
             with tqdm(total=plan.fits, desc=self.name, unit="fit", disable=not progress, leave=False) as bar:
                 if checkpoint_dir is not None and LinearL2SVM(**svm_params).backend != "torch":
                     checkpoint_dir = None  # liblinear fits cannot be resumed from saved weights
+                tally = _FitTally(bar)
                 correct, chosen_C, models, final_validation = self._fit(
-                    plan, train_store, svm_params, bar, None if checkpoint_dir is None else Path(checkpoint_dir))
+                    plan, train_store, svm_params, tally, None if checkpoint_dir is None else Path(checkpoint_dir))
             # The first and only read of the test set: C and every model are fixed by now.
             test_scores = [self._score(c, len(test_store)) for c in _store_correct(models, test_store)]
             stores = _store_provenance(train_store, test_store)
@@ -230,12 +234,13 @@ class Protocol(abc.ABC):
             validation=validation, test=Summary.of(test_scores),
             final_validation=None if final_validation is None else
             Summary.of([self._score(c, n_val) for c in final_validation]),
-            wall_time_s=time.perf_counter() - started, provenance={**stores, **provenance()})
+            wall_time_s=time.perf_counter() - started, provenance={**stores, **provenance()},
+            resumed_fits=tally.resumed, resumed_fit_seconds=tally.resumed_seconds)
 
-    def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, bar: tqdm, checkpoint_dir: Path | None
-             ) -> tuple[dict[float, list[int]], float, list, list[int] | None]:
+    def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, on_fit: "_FitTally",
+             checkpoint_dir: Path | None) -> tuple[dict[float, list[int]], float, list, list[int] | None]:
         """Selection fits scored on validation, the choice of C, the final fits (selection paths
-        checkpointed per C in ``checkpoint_dir``, one subdirectory per path).
+        checkpointed per C in ``checkpoint_dir``, one subdirectory per path; ``on_fit`` after each fit).
 
         Returns correct validation predictions per C (one count per fit), the chosen C, the final
         models and their correct validation predictions (None when they trained on validation rows).
@@ -244,8 +249,8 @@ class Protocol(abc.ABC):
         correct: dict[float, list[int]] = {C: [] for C in self.Cs}
         for index, (rows, Cs) in enumerate(plan.selection):
             X, y = _load_rows(store, rows)
-            path = fit_c_path(X, y, list(Cs), on_fit=lambda _: bar.update(),
-                              checkpoint_dir=_path_directory(checkpoint_dir, index), **svm_params)
+            path = fit_c_path(X, y, list(Cs), on_fit=on_fit, checkpoint_dir=_path_directory(checkpoint_dir, index),
+                              **svm_params)
             for C, model in zip(Cs, path):
                 correct[C].append(_correct(model, X_val, y_val))
         chosen_C = self._choose(correct, len(y_val))
@@ -254,7 +259,7 @@ class Protocol(abc.ABC):
             X, y = _load_rows(store, rows)
             models.append(LinearL2SVM(C=chosen_C, **svm_params).fit(X, y))
             final_correct.append(_correct(models[-1], X_val, y_val))
-            bar.update()
+            on_fit(models[-1])
         return correct, chosen_C, models, final_correct
 
     def _score(self, correct: int, total: int) -> float:
@@ -322,8 +327,8 @@ class Cifar10(Protocol):
         order = np.random.default_rng(self.seed).permutation(n)
         return Plan(validation=order[n - n_val:], selection=((order[:n - n_val], self.Cs),), final=(order,))
 
-    def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, bar: tqdm, checkpoint_dir: Path | None
-             ) -> tuple[dict[float, list[int]], float, list, None]:
+    def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, on_fit: "_FitTally",
+             checkpoint_dir: Path | None) -> tuple[dict[float, list[int]], float, list, None]:
         (fit_rows, Cs), = plan.selection
         n_fit = len(fit_rows)
         assert np.array_equal(plan.final[0][:n_fit], fit_rows), "cifar10 plan: fit rows must lead the final order"
@@ -331,7 +336,7 @@ class Cifar10(Protocol):
         # 90% and scores the last 10%; the final model refits the whole, all without a second copy.
         X, y = _load_rows(store, plan.final[0])
         X_val, y_val = X[n_fit:], y[n_fit:]
-        path = fit_c_path(X[:n_fit], y[:n_fit], list(Cs), on_fit=lambda _: bar.update(),
+        path = fit_c_path(X[:n_fit], y[:n_fit], list(Cs), on_fit=on_fit,
                           checkpoint_dir=_path_directory(checkpoint_dir, 0), **svm_params)
         correct = {C: [_correct(model, X_val, y_val)] for C, model in zip(Cs, path)}
         chosen_C = self._choose(correct, len(y_val))
@@ -339,7 +344,7 @@ class Cifar10(Protocol):
         if model.backend == "torch":  # from the 90% solution: measured 18% fewer passes (2,000 x 28,672)
             model.set_params(warm_start=True)
         model.fit(X, y)
-        bar.update()
+        on_fit(model)
         return correct, chosen_C, [model], None
 
 
@@ -475,6 +480,25 @@ def _svm_description(svm_params: dict) -> dict:
     params = LinearL2SVM(**svm_params).get_params()
     params.pop("C", None)
     return params
+
+
+class _FitTally:
+    """Called after every fit: advances the progress bar (one C at paper scale takes many minutes)
+    and adds up the fits a checkpoint supplied, with the solve time their run recorded."""
+
+    def __init__(self, bar: tqdm):
+        self.bar = bar
+        self.resumed = 0
+        self.resumed_seconds: float | None = 0.0
+
+    def __call__(self, model: LinearL2SVM) -> None:
+        self.bar.update()
+        stats = getattr(model, "solver_stats_", {})
+        if "resumed_from" in stats:
+            self.resumed += 1
+            seconds = stats.get("solve_seconds")  # absent from checkpoints written before it was recorded
+            self.resumed_seconds = None if seconds is None or self.resumed_seconds is None \
+                else self.resumed_seconds + seconds
 
 
 @contextmanager

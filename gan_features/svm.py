@@ -668,7 +668,10 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
     ----------
     classes_, coef_ (n_classifiers, n_features), intercept_ (n_classifiers,), n_features_in_,
     n_iter_ (max over classifiers of accepted Newton steps, or LinearSVC's), and for ``"torch"``
-    ``solver_stats_`` (passes over the data, bytes streamed, time in passes, per-class status).
+    ``solver_stats_`` (passes over the data, bytes streamed, time in passes, per-class status;
+    ``solve_seconds``: TRON's wall time for this C, without one-off setup such as the bfloat16
+    copy or the Gram factor, ``gram_seconds``; ``resumed_from``: the checkpoint file it was loaded
+    from, when a checkpointed C path did not refit it).
     """
 
     def __init__(self, C: float = 1.0, *, backend: str = "torch", fit_intercept: bool = True,
@@ -921,10 +924,12 @@ class _Problem:
         """The arguments of :meth:`LinearL2SVM._set_solution` for this C (passes: this C's only).
 
         ``start``: primal weights ((n_features [+ 1]) x k) to start from instead of the previous solution."""
+        started = time.perf_counter()
         before = copy.copy(self.solver.design.stats)
         solution = self.solver.solve(C, self.W if start is None else self._coordinates(start))
         self.W = solution.W
-        return solution, _stats_since(before, self.solver.design.stats), self.rows, {"solver": "primal"}
+        return solution, _stats_since(before, self.solver.design.stats), self.rows, {
+            "solver": "primal", "solve_seconds": time.perf_counter() - started}
 
     def _coordinates(self, W: torch.Tensor) -> torch.Tensor:
         return W.to(torch.float64)
@@ -950,6 +955,7 @@ class _GramProblem(_Problem):
         return self.factor.coordinates(W)
 
     def solve(self, C: float, start: torch.Tensor | None = None) -> tuple[_Solution, PassStats, _RowSource, dict]:
+        started = time.perf_counter()
         reduced, stats, rows, _ = super().solve(C, start)
         before = copy.copy(self.primal.design.stats)
         checked = self.primal.solve(C, self.factor.weights(reduced.W))
@@ -961,7 +967,7 @@ class _GramProblem(_Problem):
         extra = {"solver": "gram", "gram_seconds": self.factor.seconds,
                  "check_exact_passes": polish.exact_passes, "check_hessian_passes": polish.hessian_passes,
                  "check_newton_iterations": checked.newton_iterations,
-                 "gram_status": reduced.status}
+                 "gram_status": reduced.status, "solve_seconds": time.perf_counter() - started}
         return solution, total, rows, extra
 
 
@@ -1018,6 +1024,8 @@ class _PathCheckpoint:
         for name in self.ATTRIBUTES:
             value = saved[name]
             setattr(model, name, value.numpy() if isinstance(value, torch.Tensor) else value)
+        # Marked, so callers can tell fits done now from fits an earlier run did (and timed).
+        model.solver_stats_ = {**model.solver_stats_, "resumed_from": str(self._path(C))}
         problem.W = saved["W"].to(problem.rows.device)
         return True
 

@@ -321,7 +321,11 @@ def test_resume_continues_a_row_stopped_part_way_from_its_saved_fits(bench_run, 
                                                  "resume": True}))["table1_cifar10.csv"])
     (row,) = table[table["source"] == "measured"].to_dict("records")
     assert solved == [row["C"]]  # the refit on all rows; the path came from the saved fits
-    assert row["svm_cached"] == f"partly: {len(config.Cs)} of the C path's fits by an earlier run"
+    assert row["resumed_fits"] == len(config.Cs)
+    # The row's SVM time adds the solve time the stopped run recorded for its fits.
+    assert row["svm_wall_time_s"] > row["resumed_fit_seconds"] > 0
+    assert row["svm_cached"] == (f"partly: {len(config.Cs)} of the C path's fits by an earlier run "
+                                 f"(their {row['resumed_fit_seconds']:.0f} s solve time included)")
     assert not list(rows.glob("*.fits"))  # removed once the row itself is kept
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from gan_features import protocols as protocols_module
 from gan_features.errors import GanFeaturesError
@@ -176,6 +177,19 @@ def test_checkpointed_run_resumes_without_refitting_the_selection_paths(stores, 
     again = protocol.run(stores["train"], stores["test"], progress=False, checkpoint_dir=tmp_path)
     assert len(solved) == len(plan.final)  # the final fits only
     assert again.chosen_C == first.chosen_C and again.test == first.test
+    # The resumed fits are counted, with the solve time the first run recorded for them.
+    saved = sorted(tmp_path.glob("selection-*/C=*.pt"))
+    recorded = [torch.load(p, weights_only=True)["solver_stats_"]["solve_seconds"] for p in saved]
+    assert (first.resumed_fits, first.resumed_fit_seconds) == (0, 0.0)
+    assert again.resumed_fits == len(saved) == sum(len(Cs) for _, Cs in plan.selection)
+    assert again.resumed_fit_seconds == pytest.approx(sum(recorded)) and min(recorded) > 0
+    for p in saved:  # as written before solve times were recorded: the total is then unknown
+        payload = torch.load(p, weights_only=True)
+        del payload["solver_stats_"]["solve_seconds"]
+        torch.save(payload, p)
+    unknown = protocol.run(stores["train"], stores["test"], progress=False, checkpoint_dir=tmp_path)
+    assert (unknown.resumed_fits, unknown.resumed_fit_seconds) == (len(saved), None)
+    assert unknown.to_row()["resumed_fit_seconds"] is None
     protocol.run(stores["train"], stores["test"], svm_params={"backend": "liblinear"}, progress=False,
                  checkpoint_dir=tmp_path / "liblinear")
     assert not (tmp_path / "liblinear").exists()  # liblinear fits cannot start from saved weights

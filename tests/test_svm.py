@@ -298,6 +298,9 @@ def test_checkpointed_path_resumes_where_it_stopped_with_the_same_models(problem
         np.testing.assert_array_equal(a.coef_, b.coef_)
         np.testing.assert_array_equal(a.intercept_, b.intercept_)
         assert a.solver_stats_["hessian_passes"] == b.solver_stats_["hessian_passes"]
+    # Loaded fits say where from, and keep the solve time their own run recorded.
+    assert [m.solver_stats_.get("resumed_from") for m in resumed] == [str(tmp_path / f"C={C!r}.pt") for C in Cs[:-1]] + [None]
+    assert all(m.solver_stats_["solve_seconds"] > 0 for m in resumed)
     solved.clear()
     fit_c_path(X, (y + 1) % 10, Cs, checkpoint_dir=tmp_path, **params)  # other labels: nothing reused
     assert solved == Cs
@@ -583,3 +586,34 @@ def test_benchmark_runs_end_to_end_on_a_synthetic_store(tmp_path):
     assert table.count("\n") == 1 + 4  # header + {liblinear, torch} x {single C, grid}
     markdown = (tmp_path / "svm_speed.md").read_text()
     assert "load average" in markdown and "commit" in markdown
+
+
+@pytest.mark.slow
+def test_benchmark_resumes_finished_runs_and_a_grid_stopped_part_way(tmp_path):
+    """--resume reuses a finished run, and continues a torch grid from the Cs a stopped process saved."""
+    import pandas as pd
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "svm_speed.py"
+    command = [sys.executable, str(script), "--synthetic", "600x40", "--rows", "500", "--solvers", "torch",
+               "--modes", "grid", "--grid", "1e-3", "1e-2", "--out-dir", str(tmp_path), "--threads", "1"]
+
+    def run(*extra: str) -> dict:
+        done = subprocess.run(command + list(extra), capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        (row,) = pd.read_csv(tmp_path / "svm_speed.csv", keep_default_na=False).to_dict("records")
+        return row
+
+    assert run()["earlier_runs"] == ""
+    (saved,) = (tmp_path / "runs").glob("*.json")
+    assert not list((tmp_path / "runs").glob("*.fits"))  # removed once the run is kept
+    assert run("--resume")["earlier_runs"].startswith("whole run reused, measured ")
+
+    # As if stopped after its first C: only that C saved, by a process with the worker's settings.
+    saved.unlink()
+    with FeatureStore(tmp_path / "synthetic" / "synthetic-600x40-train.h5") as store:
+        X, y = store.load(slice(0, 500))
+    (first,) = fit_c_path(X, y, [1e-3], checkpoint_dir=saved.with_suffix(".fits"), max_iter=1000)
+    row = run("--resume")
+    assert row["earlier_runs"] == "1 of 2 Cs fitted by a stopped earlier process (their solve time is in fit_s)"
+    assert row["fit_s"] >= round(first.solver_stats_["solve_seconds"], 2)
+    assert saved.is_file() and not saved.with_suffix(".fits").exists()
