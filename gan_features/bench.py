@@ -36,6 +36,11 @@ commit and time it was measured at, and says so (``svm_cached``). While a row is
 C of its selection paths is saved beside it (``<key>.fits/``), so ``resume`` also continues a row
 stopped part-way (one full-scale ``cifar10`` path is hours); its SVM wall time is then the last run's
 plus the solve time each resumed fit recorded (``svm_cached`` says how many fits that was).
+
+With ``saved_only`` a run measures nothing: it writes the tables from the rows already kept, the
+others marked "not measured yet" with how far they got (saved fits, or no features yet), and says
+above the table how many rows are done. That is how a full-scale run in progress is looked at, or
+committed part-way, without stopping it.
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,6 +90,7 @@ CI_PROTOCOL_OVERRIDES: dict[str, dict[str, Any]] = {
 TABLE1_PROTOCOLS = ("cifar10", "cifar10-400")
 TABLE2_PROTOCOL = "svhn-1000"
 TABLE1, TABLE2 = "table1_cifar10", "table2_svhn"
+NOT_MEASURED = "not measured yet"  # the source of a row a saved_only run has no measurement for
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 CACHE_ENV = "GAN_FEATURES_CACHE"
 DEFAULT_KMEANS_CENTROIDS = 1600
@@ -95,7 +101,8 @@ LEADING_COLUMNS = ("table", "model", "kind", "source", "protocol", "metric", "te
                    "quoted", "C", "C_at_grid_edge", "feature_dimension", "max_feature_units", "scale", "train_rows",
                    "test_rows", "protocol_overrides", "seed", "checkpoint", "checkpoint_sha256", "train_store",
                    "test_store", "features_cached", "extraction_precision", "extraction_device", "prepare_s",
-                   "extract_train_s", "extract_test_s", "svm_wall_time_s", "svm_cached", "git_commit", "git_dirty")
+                   "extract_train_s", "extract_test_s", "svm_wall_time_s", "svm_cached", "progress", "git_commit",
+                   "git_dirty")
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -123,6 +130,7 @@ class BenchConfig:
     protocol_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # applied after the scale's
     svm_params: dict[str, Any] = field(default_factory=dict)  # LinearL2SVM arguments (backend, device...)
     resume: bool = False  # reuse rows an earlier run measured on the same stores and settings
+    saved_only: bool = False  # measure nothing: tables from the rows kept so far, the rest "not measured yet"
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -151,6 +159,8 @@ class BenchConfig:
                                    f"use {', '.join(sorted(PROTOCOLS))}")
         if self.Cs is not None:
             self.Cs = tuple(self.Cs)
+        if self.saved_only:
+            self.resume = True  # the saved rows are all it can show
         if self.results_dir is None:
             self.results_dir = DEFAULT_RESULTS_DIRS[self.scale]
         if self.cache_dir is None:
@@ -201,7 +211,7 @@ def command_line(config: BenchConfig, **changes: Any) -> str:
     if config.Cs is not None:
         args += ["--C", ",".join(str(float(C)) for C in config.Cs)]  # shortest text that reads back exactly
     args += [flag for flag, on in (("--no-random", config.random_baseline), ("--no-pixels", config.pixel_baseline),
-                                   ("--resume", not config.resume)) if not on]
+                                   ("--resume", not config.resume), ("--saved-only", not config.saved_only)) if not on]
     return " ".join(shlex.quote(arg) for arg in args)
 
 
@@ -262,11 +272,23 @@ class Features:
     info: dict[str, Any]
 
 
-class _Cache:
-    """Feature stores under one directory, reused when their recorded provenance matches."""
+class _NotMeasured(Exception):
+    """A representation's stores are not there and the run may not make them (``saved_only``)."""
 
-    def __init__(self, directory: Path, scale: str, precision: str, progress: bool):
+    def __init__(self, label: str, kind: str):
+        super().__init__(label)
+        self.label, self.kind = label, kind
+
+
+class _Cache:
+    """Feature stores under one directory, reused when their recorded provenance matches.
+
+    ``read_only``: nothing is made; a representation whose stores are missing raises :class:`_NotMeasured`.
+    """
+
+    def __init__(self, directory: Path, scale: str, precision: str, progress: bool, read_only: bool = False):
         self.directory, self.scale, self.precision, self.progress = directory, scale, precision, progress
+        self.read_only = read_only
 
     def path(self, tag: str, dataset: ArrayImageDataset, precision: bool = True) -> Path:
         suffix = f"_{self.precision}" if precision else ""
@@ -283,7 +305,8 @@ class _Cache:
             return False
         differing = [key for key, value in expected.items() if _canonical(attrs.get(key)) != _canonical(value)]
         if differing:
-            _say(self.progress, f"{path.name} was made differently ({', '.join(differing)}): making it again")
+            _say(self.progress, f"{path.name} was made differently ({', '.join(differing)}): "
+                                + ("not used" if self.read_only else "making it again"))
         return not differing
 
     @staticmethod
@@ -315,6 +338,8 @@ def _store_dimension(path: Path) -> int:
 def checkpoint_features(label: str, kind: str, path: str | os.PathLike, train: ArrayImageDataset,
                         test: ArrayImageDataset, cache: _Cache, device, batch_size: int = 256) -> Features:
     """Discriminator features of both splits, batch-norm statistics recomputed once over ``train``."""
+    if cache.read_only and not Path(path).is_file():  # a random baseline not made yet
+        raise _NotMeasured(label, kind)
     checkpoint = load_checkpoint(path)
     spec = FeatureSpec()  # every block max-pooled to 4x4; batch-norm statistics recomputed: the paper's
     tag = f"d{checkpoint.sha256[:16]}"
@@ -328,6 +353,8 @@ def checkpoint_features(label: str, kind: str, path: str | os.PathLike, train: A
             cached.append(data.split)
         else:
             todo.append(data)
+    if todo and cache.read_only:
+        raise _NotMeasured(label, kind)
     if todo:
         _say(cache.progress, f"{label}: extracting {' and '.join(d.split for d in todo)} features")
         started = time.perf_counter()
@@ -354,6 +381,7 @@ def checkpoint_features(label: str, kind: str, path: str | os.PathLike, train: A
 
 def pixel_features(train: ArrayImageDataset, test: ArrayImageDataset, cache: _Cache) -> Features:
     """Raw pixels, 3072-d for 32x32 RGB, scaled to [-1, 1] as the discriminators see them."""
+    label, kind = "raw pixels (3072-d, in [-1, 1])", "raw pixels"
     spec = {"raw_pixels": True, "scale": "[-1, 1]", "order": "channel-planar (C, H, W)"}
     stores, cached = {}, []
     for data in (train, test):
@@ -363,6 +391,8 @@ def pixel_features(train: ArrayImageDataset, test: ArrayImageDataset, cache: _Ca
         if cache.matches(store, expected):
             cached.append(data.split)
             continue
+        if cache.read_only:
+            raise _NotMeasured(label, kind)
         started = time.perf_counter()
         pixels = data.images.reshape(len(data), -1).numpy().astype(np.float32) / 127.5 - 1.0
         write_features(store, pixels, data.labels, {**expected, "architecture": "none",
@@ -370,7 +400,7 @@ def pixel_features(train: ArrayImageDataset, test: ArrayImageDataset, cache: _Ca
         cache.record_timing(store, {"extract_s": time.perf_counter() - started, "images": len(data)})
     info = {"checkpoint": "none", "checkpoint_sha256": "none (raw pixels)",
             **_timing_columns(cache, stores["train"], stores["test"], cached)}
-    return Features("raw pixels (3072-d, in [-1, 1])", "raw pixels", stores["train"], stores["test"],
+    return Features(label, kind, stores["train"], stores["test"],
                     _store_dimension(stores["train"]), None, info)
 
 
@@ -379,6 +409,7 @@ def kmeans_features(train: ArrayImageDataset, test: ArrayImageDataset, cache: _C
     """The k-means baseline (Coates, Lee & Ng 2011), fitted on the training images only."""
     from .kmeans import KMeansFeatures, extract_kmeans_to_store
 
+    label, kind = f"k-means (K={centroids}), fitted on the training images", "k-means baseline"
     model = KMeansFeatures(n_centroids=centroids, **{"seed": seed, "device": device, **options})
     spec = model.feature_spec()  # everything that defines the features, known before fitting
     tag = f"kmeans{centroids}-{hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:8]}"
@@ -386,6 +417,8 @@ def kmeans_features(train: ArrayImageDataset, test: ArrayImageDataset, cache: _C
     # Both stores must come from one fit (the same fingerprint), so they are reused or remade together.
     reuse = all(cache.matches(stores[data.split], {"feature_spec": spec, **data.describe()}) for data in (train, test))
     reuse = reuse and _attr(stores["train"], "checkpoint_sha256") == _attr(stores["test"], "checkpoint_sha256")
+    if not reuse and cache.read_only:
+        raise _NotMeasured(label, kind)
     if not reuse:
         _say(cache.progress, f"k-means (K={centroids}): fitting on {len(train)} training images")
         started = time.perf_counter()
@@ -402,19 +435,23 @@ def kmeans_features(train: ArrayImageDataset, test: ArrayImageDataset, cache: _C
             "feature_preprocessing": f"standardised: (x - mean) / sqrt(var + {KMEANS_STANDARDIZE_EPS}) over the "
                                      f"training split, as Coates et al.",
             **_timing_columns(cache, stores["train"], stores["test"], cached)}
-    train_store, test_store = standardized_stores(stores["train"], stores["test"], cache.progress)
-    return Features(f"k-means (K={centroids}), fitted on the training images", "k-means baseline",
-                    train_store, test_store, _store_dimension(train_store), centroids, info)
+    standardized = standardized_stores(stores["train"], stores["test"], cache.progress, make=not cache.read_only)
+    if standardized is None:
+        raise _NotMeasured(label, kind)
+    train_store, test_store = standardized
+    return Features(label, kind, train_store, test_store, _store_dimension(train_store), centroids, info)
 
 
-def standardized_stores(train_path: Path, test_path: Path, progress: bool = True) -> tuple[Path, Path]:
+def standardized_stores(train_path: Path, test_path: Path, progress: bool = True, make: bool = True
+                        ) -> tuple[Path, Path] | None:
     """Copies of both stores with every feature standardised by the training split's mean and variance.
 
     Coates et al.'s k-means pipeline does this before its SVM: the raw sum-pooled triangle activations
     are ~10^4 times larger in squared norm than discriminator features, so on them C would mean
     something else entirely and the solver crawls. Statistics come from training images only (no
     labels), like the batch-norm statistics recomputed for the discriminators. Reused while the
-    source stores are unchanged (their fingerprint and creation time are recorded).
+    source stores are unchanged (their fingerprint and creation time are recorded). ``make=False``:
+    None instead of making them.
     """
     sources = {"train": train_path, "test": test_path}
     targets = {split: path.with_name(path.stem + "_standardized.h5") for split, path in sources.items()}
@@ -423,6 +460,8 @@ def standardized_stores(train_path: Path, test_path: Path, progress: bool = True
     if all(targets[split].is_file() and _attr(targets[split], "standardized_from") == stamp[split]
            for split in sources):
         return targets["train"], targets["test"]
+    if not make:
+        return None
     _say(progress, f"standardising {train_path.name} and {test_path.name}")
     with FeatureStore(train_path) as store:
         total = np.zeros(store.dimension)
@@ -453,12 +492,12 @@ def _attr(path: Path, key: str) -> Any:
         return store.attrs.get(key)
 
 
-def random_checkpoint_path(arch: str, seed: int, directory: Path) -> Path:
-    """A seeded random initialisation of ``arch``, saved once in the cache and reused after."""
+def random_checkpoint_path(arch: str, seed: int, directory: Path, make: bool = True) -> Path:
+    """A seeded random initialisation of ``arch``, saved once in the cache (unless not ``make``) and reused after."""
     from .train import random_checkpoint
 
     path = directory / f"random-{arch}-seed{seed}.pt"
-    if not path.is_file():
+    if make and not path.is_file():
         random_checkpoint(arch, path, seed=seed)
     return path
 
@@ -507,6 +546,29 @@ def measured_row(table: str, features: Features, result: dict[str, Any], protoco
     return row
 
 
+def pending_row(table: str, label: str, kind: str, protocol: str, context: dict[str, Any], progress: str,
+                features: Features | None = None) -> dict[str, Any]:
+    """The long-format row of a measurement not made yet (``saved_only``): what it is, how far it got."""
+    row: dict[str, Any] = {"table": table, "model": label, "kind": kind, "source": NOT_MEASURED,
+                           "protocol": protocol, "metric": "error" if table == "2" else "accuracy",
+                           "progress": progress, **context}
+    if features is not None:
+        row.update(feature_dimension=features.dimension, max_feature_units=features.feature_units,
+                   train_store=str(features.train_store), test_store=str(features.test_store), **features.info)
+    return row
+
+
+def _measure_or_pending(table: str, make: Callable[[], Features], protocols: Sequence[str], config: BenchConfig,
+                        context: dict[str, Any], cache: _Cache) -> list[dict[str, Any]]:
+    """The rows of the representation ``make`` returns; "not measured yet" ones when it has no stores."""
+    try:
+        features = make()
+    except _NotMeasured as missing:
+        return [pending_row(table, missing.label, missing.kind, name, context, "no features yet")
+                for name in protocols]
+    return _measure(table, features, protocols, config, context, cache)
+
+
 def _svm_seconds(result: dict[str, Any]) -> float:
     """The row's SVM time: the last run's wall time plus the solve time of the fits it resumed."""
     return result["wall_time_s"] + (result.get("resumed_fit_seconds") or 0.0)
@@ -546,6 +608,11 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
         saved = cache.directory / "rows" / f"{_row_key(table, features, protocol, config, context)}.json"
         fits = saved.with_suffix(".fits")  # the row's fitted Cs while it is being measured
         result = _read_json(saved) if config.resume else None
+        if result is None and config.saved_only:
+            reused = len(list(fits.glob("*/C=*.pt"))) if fits.is_dir() else 0
+            rows.append(pending_row(table, features.label, features.kind, name, context,
+                                    f"{reused} fits of its C path saved" if reused else "not started", features))
+            continue
         if result is not None:
             _say(config.progress, f"{features.label}: {name}: reusing the row measured {result.get('created')} "
                                   f"({saved.name})")
@@ -615,11 +682,15 @@ def _seconds(value: Any) -> str:
 
 
 def _C(row: dict[str, Any]) -> str:
+    if row.get("C") is None:
+        return "?"
     edge = row.get("C_at_grid_edge")
     return f"{row['C']:g}" + (" (grid edge)" if edge else "")
 
 
 def _feature_seconds(row: dict[str, Any]) -> str:
+    if "features_cached" not in row:  # no features yet
+        return "?"
     total = sum(v for v in (row.get("prepare_s"), row.get("extract_train_s"), row.get("extract_test_s"))
                 if isinstance(v, (int, float)) and not np.isnan(v))
     cached = row.get("features_cached")
@@ -641,16 +712,29 @@ def wide_table1(rows: list[dict[str, Any]]) -> pd.DataFrame:
                           "max # of feature units": first.get("max_feature_units", ""), "feature dimension": "",
                           "C: all labels / 400 per class": "", "wall time (s): features / SVM all / SVM 400": ""})
             continue
-        units = first.get("max_feature_units")
-        few_text = f"{_num(few.get('test_mean'))} ± {_num(few.get('test_std'))}" if few else ""
+        units, dimension = first.get("max_feature_units"), first.get("feature_dimension")
+        full_text = _pending(full) or _num(full.get("test_mean"))
+        few_text = _pending(few) or (f"{_num(few.get('test_mean'))} ± {_num(few.get('test_std'))}" if few else "")
         lines.append({
-            "model": model, "source": "measured", "accuracy (%)": _num(full.get("test_mean")),
-            "accuracy, 400 per class (%)": few_text, "max # of feature units": "" if units is None else str(units),
-            "feature dimension": str(first["feature_dimension"]),
+            "model": model, "source": _sources(full, few), "accuracy (%)": full_text,
+            "accuracy, 400 per class (%)": few_text,
+            "max # of feature units": "" if units is None else str(units),
+            "feature dimension": "" if dimension is None else str(dimension),
             "C: all labels / 400 per class": " / ".join(_C(r) for r in (full, few) if r),
             "wall time (s): features / SVM all / SVM 400": " / ".join(
                 [_feature_seconds(first)] + [_seconds(r.get("svm_wall_time_s")) for r in (full, few) if r])})
     return pd.DataFrame(lines)
+
+
+def _sources(*rows: dict[str, Any]) -> str:
+    """'measured', 'not measured yet', or 'measured in part' for a line of the wide table."""
+    sources = {row["source"] for row in rows if row}
+    return "measured" if sources == {"measured"} else NOT_MEASURED if "measured" not in sources else "measured in part"
+
+
+def _pending(row: dict[str, Any]) -> str:
+    """A cell's text for a row not measured yet (and how far it got), else ''."""
+    return f"{NOT_MEASURED} ({row['progress']})" if row.get("source") == NOT_MEASURED else ""
 
 
 def wide_table2(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -661,11 +745,13 @@ def wide_table2(rows: list[dict[str, Any]]) -> pd.DataFrame:
                           "test error (%), 1000 labels": row["quoted"], "feature dimension": "", "C": "",
                           "wall time (s): features / SVM": ""})
         else:
-            lines.append({"model": row["model"], "source": "measured",
-                          "test error (%), 1000 labels": f"{_num(row['test_mean'])} ± {_num(row['test_ci95'])}",
-                          "feature dimension": str(row["feature_dimension"]), "C": _C(row),
+            dimension = row.get("feature_dimension")
+            lines.append({"model": row["model"], "source": row["source"],
+                          "test error (%), 1000 labels": _pending(row) or f"{_num(row['test_mean'])} ± "
+                                                                          f"{_num(row['test_ci95'])}",
+                          "feature dimension": "" if dimension is None else str(dimension), "C": _C(row),
                           "wall time (s): features / SVM": f"{_feature_seconds(row)} / "
-                                                           f"{_seconds(row['svm_wall_time_s'])}"})
+                                                           f"{_seconds(row.get('svm_wall_time_s'))}"})
     return pd.DataFrame(lines)
 
 
@@ -702,9 +788,22 @@ def _grid(Cs: Sequence[float]) -> str:
 def _provenance_text(name: str, record: dict[str, Any], seconds: float, config: BenchConfig) -> str:
     commit = record.get("git_commit") or "unknown"
     dirty = " (uncommitted changes)" if record.get("git_dirty") else ""
-    return (f"Measured with gan-features at commit {commit[:12]}{dirty} on {record.get('hostname')}, "
-            f"{record.get('created')}, {seconds:.0f} s in all, by `{command_line(config)}`; every number's "
-            f"provenance (checkpoint sha256, feature stores, seeds, wall times) is in {name}.csv.")
+    how = "Written from the rows measured so far" if config.saved_only else "Measured"
+    took = "" if config.saved_only else f", {seconds:.0f} s in all"
+    return (f"{how} with gan-features at commit {commit[:12]}{dirty} on {record.get('hostname')}, "
+            f"{record.get('created')}{took}, by `{command_line(config)}`; every number's provenance (the commit "
+            f"and time it was measured at, checkpoint sha256, feature stores, seeds, wall times) is in {name}.csv.")
+
+
+def partial_line(rows: list[dict[str, Any]], config: BenchConfig) -> str:
+    """The bold line above a table with rows not measured yet: how many are done and how to finish."""
+    measured = sum(row["source"] == "measured" for row in rows)
+    pending = sum(row["source"] == NOT_MEASURED for row in rows)
+    if not pending:
+        return ""
+    return (f"**Partial: {measured} of {measured + pending} measurements are done; the others say "
+            f"'{NOT_MEASURED}' and how far they got. `{command_line(config, saved_only=False)}` measures "
+            f"the rest.**")
 
 
 def table1_note(context: dict[str, Any], config: BenchConfig, record: dict[str, Any], seconds: float) -> str:
@@ -715,7 +814,7 @@ def table1_note(context: dict[str, Any], config: BenchConfig, record: dict[str, 
               f"the training images only, its features standardised with the training split's mean and variance as "
               f"Coates et al. did."),
              _provenance_text(TABLE1, record, seconds, config)]
-    return "\n\n".join(lines)
+    return _paragraphs(*lines)
 
 
 def svhn_status(config: BenchConfig) -> tuple[bool, str]:
@@ -748,7 +847,8 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
     """Measure, then write ``table1_cifar10.md/.csv`` and ``table2_svhn.md/.csv`` into ``config.results_dir``.
 
     All four files are written together at the end, atomically: a failure anywhere leaves the
-    previous tables as they were. Returns {file name: path}.
+    previous tables as they were. With ``config.saved_only`` nothing is measured: the tables show the
+    rows kept in the cache, the rest marked "not measured yet". Returns {file name: path}.
     """
     started = time.perf_counter()
     results_dir, cache_dir = Path(config.results_dir), Path(config.cache_dir).expanduser()
@@ -758,7 +858,7 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise GanFeaturesError(f"cannot create the feature cache {cache_dir}: {error.strerror}") from None
-    cache = _Cache(cache_dir, config.scale, config.precision, config.progress)
+    cache = _Cache(cache_dir, config.scale, config.precision, config.progress, read_only=config.saved_only)
     device = pick_device(config.device)
     rows1, context1 = _table1_rows(config, cifar_root, cache, device)
     rows2, context2 = _table2_rows(config, cache, device)
@@ -771,14 +871,15 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
     if context2 is None:
         note2 = svhn_absent_line(config, svhn_status(config)[1])
     else:
-        note2 = "\n\n".join([f"Paper rows: {paper.CITATION}, Table 2.", _scale_text(context2, per_class=False),
-                              _protocols_text((TABLE2_PROTOCOL,), config) + " Test error: mean ± 1.96 std over "
-                              "the draws, as the original analysis printed it.",
-                              _provenance_text(TABLE2, record, seconds, config)])
+        note2 = _paragraphs(partial_line(rows2, config), f"Paper rows: {paper.CITATION}, Table 2.",
+                            _scale_text(context2, per_class=False),
+                            _protocols_text((TABLE2_PROTOCOL,), config) + " Test error: mean ± 1.96 std over the "
+                            "draws, as the original analysis printed it.",
+                            _provenance_text(TABLE2, record, seconds, config))
     texts = {
         results_dir / f"{TABLE1}.md": _markdown(
             wide_table1(rows1), f"Table 1: CIFAR-10, linear L2-SVM on features ({config.scale} scale)",
-            table1_note(context1, config, record, seconds)),
+            _paragraphs(partial_line(rows1, config), table1_note(context1, config, record, seconds))),
         results_dir / f"{TABLE1}.csv": _csv(rows1),
         results_dir / f"{TABLE2}.md": _markdown(
             wide_table2(rows2), f"Table 2: SVHN, 1000 labels, linear L2-SVM on features ({config.scale} scale)", note2),
@@ -789,30 +890,36 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
     return {path.name: path for path in texts}
 
 
+def _paragraphs(*texts: str) -> str:
+    return "\n\n".join(text for text in texts if text)
+
+
 def _table1_rows(config: BenchConfig, cifar_root: str, cache: _Cache, device
                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The paper's Table 1 rows, then ours under both protocols, and the scale's context."""
     train, test, context = _load_splits("cifar10", cifar_root, config.scale)
     rows = paper_rows_table1()
 
-    def measure(features: Features) -> None:
-        rows.extend(_measure("1", features, TABLE1_PROTOCOLS, config, context, cache))
+    def measure(make: Callable[[], Features]) -> None:
+        rows.extend(_measure_or_pending("1", make, TABLE1_PROTOCOLS, config, context, cache))
+
+    def discriminator(label: str, kind: str, path: str | os.PathLike) -> Callable[[], Features]:
+        return lambda: checkpoint_features(label, kind, path, train, test, cache, device, config.batch_size)
 
     for kind, pairs in (("trained discriminator", config.checkpoints),
                         ("trained on CIFAR-10 training images (labels unused)", config.cifar_checkpoints)):
         for label, path in pairs:
-            measure(checkpoint_features(label, kind, path, train, test, cache, device, config.batch_size))
+            measure(discriminator(label, kind, path))
     if config.random_baseline:  # one per architecture among the trained ones, in order of appearance
         for arch in dict.fromkeys(load_checkpoint(path).architecture.name
                                   for _, path in (*config.checkpoints, *config.cifar_checkpoints)):
-            path = random_checkpoint_path(arch, config.seed, cache.directory)
-            measure(checkpoint_features(f"random {arch} discriminator (seed {config.seed})", "random init", path,
-                                        train, test, cache, device, config.batch_size))
+            path = random_checkpoint_path(arch, config.seed, cache.directory, make=not cache.read_only)
+            measure(discriminator(f"random {arch} discriminator (seed {config.seed})", "random init", path))
     if config.pixel_baseline:
-        measure(pixel_features(train, test, cache))
+        measure(lambda: pixel_features(train, test, cache))
     if config.kmeans_centroids:
-        measure(kmeans_features(train, test, cache, config.kmeans_centroids, config.kmeans_options, config.seed,
-                                device))
+        measure(lambda: kmeans_features(train, test, cache, config.kmeans_centroids, config.kmeans_options,
+                                        config.seed, device))
     return rows, context
 
 
@@ -828,8 +935,9 @@ def _table2_rows(config: BenchConfig, cache: _Cache, device) -> tuple[list[dict[
         models.insert(0, (f"DCGAN {arch}, the paper authors' SVHN weights (imported)", config.svhn_checkpoint,
                           "imported authors' discriminator"))
     for label, path, kind in models:
-        features = checkpoint_features(label, kind, path, train, test, cache, device, config.batch_size)
-        rows += _measure("2", features, (TABLE2_PROTOCOL,), config, context, cache)
+        rows += _measure_or_pending(
+            "2", lambda: checkpoint_features(label, kind, path, train, test, cache, device, config.batch_size),
+            (TABLE2_PROTOCOL,), config, context, cache)
     return rows, context
 
 

@@ -186,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="reuse rows an earlier run measured on the same feature stores, protocol and settings, "
                         "and the saved C-path fits of a row it was measuring (all kept in the cache directory), "
                         "so a stopped full-scale run continues where it was")
+    p.add_argument("--saved-only", action="store_true",
+                   help="measure nothing: write the tables from the rows measured so far (as --resume finds "
+                        "them), the others marked 'not measured yet' with how far they got; safe to run beside "
+                        "the run that is measuring them")
 
     p = sub.add_parser("init", parents=[common], help="save a randomly initialised DCGAN (a baseline)")
     p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, choices=sorted(ARCHITECTURES))
@@ -344,7 +348,8 @@ def bench_config(args):
         svhn_root=args.svhn_root, svhn_checkpoint=args.svhn_ckpt, scale=args.scale, results_dir=args.results,
         cache_dir=args.cache_dir, seed=args.seed, precision=args.precision, device=args.device,
         batch_size=args.batch_size, kmeans_centroids=args.kmeans_centroids, random_baseline=not args.no_random,
-        pixel_baseline=not args.no_pixels, Cs=args.Cs, resume=args.resume, progress=not args.quiet)
+        pixel_baseline=not args.no_pixels, Cs=args.Cs, resume=args.resume, saved_only=args.saved_only,
+        progress=not args.quiet)
 
 
 def cmd_bench(args) -> None:

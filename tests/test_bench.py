@@ -329,6 +329,60 @@ def test_resume_continues_a_row_stopped_part_way_from_its_saved_fits(bench_run, 
     assert not list(rows.glob("*.fits"))  # removed once the row itself is kept
 
 
+def test_saved_only_writes_the_rows_measured_so_far_and_measures_nothing(bench_run, tmp_path, monkeypatch):
+    """A run stopped after its first row; --saved-only shows that row and marks the rest with how far they
+    got, making no features and fitting nothing; once the run is finished it shows the finished tables."""
+    data = bench_run[0]
+    config = tiny_config(data, cache_dir=str(tmp_path / "cache"), results_dir=str(tmp_path / "results"),
+                         random_baseline=False, kmeans_centroids=None)
+    saved_only = BenchConfig(**{**vars(config), "saved_only": True, "results_dir": str(tmp_path / "partial")})
+    refuse_fits = lambda *a, **k: pytest.fail("a saved-only run fitted an SVM")  # noqa: E731
+    refuse_features = lambda *a, **k: pytest.fail("a saved-only run made features")  # noqa: E731
+
+    def saved_only_table() -> tuple[pd.DataFrame, str]:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(bench.Protocol, "run", refuse_fits)
+            for name in ("prepare_discriminator", "extract_to_store", "write_features", "FeatureWriter"):
+                patch.setattr(bench, name, refuse_features)
+            paths = run_bench(saved_only)
+        return pd.read_csv(paths["table1_cifar10.csv"]), paths["table1_cifar10.md"].read_text()
+
+    table, text = saved_only_table()  # nothing measured yet: not even features
+    ours = table[table["source"] != "measured"].query("kind != 'paper'")
+    assert sorted(ours["model"]) == sorted([TRAINED] * 2 + ["raw pixels (3072-d, in [-1, 1])"] * 2)
+    assert (ours["source"] == "not measured yet").all() and (ours["progress"] == "no features yet").all()
+    assert "**Partial: 0 of 4 measurements are done" in text and "not measured yet (no features yet)" in text
+    assert not list(Path(config.cache_dir).glob("*.h5"))
+
+    original, calls = bench.Protocol.run, []
+
+    def stop_at_the_second_row(self, *args, **kwargs):
+        calls.append(self.name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(bench.Protocol, "run", stop_at_the_second_row)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(config)
+    monkeypatch.setattr(bench.Protocol, "run", original)
+    table, text = saved_only_table()
+    rows = {(row["model"], row["protocol"]): row for row in table.to_dict("records")}
+    assert rows[(TRAINED, "cifar10")]["source"] == "measured"
+    assert rows[(TRAINED, "cifar10-400")]["progress"] == "not started"  # its features are there
+    assert rows[(TRAINED, "cifar10-400")]["feature_dimension"] == rows[(TRAINED, "cifar10")]["feature_dimension"]
+    assert rows[("raw pixels (3072-d, in [-1, 1])", "cifar10")]["progress"] == "no features yet"
+    assert "**Partial: 1 of 4 measurements are done" in text
+    assert "--resume` measures the rest" in text and "--saved-only" in text  # the provenance line's command
+    assert "Written from the rows measured so far" in text
+
+    finished = pd.read_csv(run_bench(BenchConfig(**{**vars(config), "resume": True}))["table1_cifar10.csv"])
+    table, text = saved_only_table()
+    assert "Partial" not in text and "not measured yet" not in text
+    for column in ("model", "protocol", "test_mean", "test_std", "C", "created"):
+        assert table[column].astype(str).tolist() == finished[column].astype(str).tolist(), column
+
+
 @pytest.mark.slow
 def test_svhn_present_measures_table2(tmp_path):
     write_cifar10(tmp_path / "cifar")
@@ -424,6 +478,7 @@ def cli_config(monkeypatch, argv: list[str]) -> BenchConfig:
      "precision": "fp32", "device": "cpu", "batch_size": 64, "kmeans_centroids": 0, "Cs": (1e-4, 2.5e-3, 1 / 3),
      "random_baseline": False, "pixel_baseline": False, "resume": True},
     {"kmeans_centroids": 400, "Cs": (0.01,), "pixel_baseline": False},
+    {"saved_only": True},
 ])
 def test_cli_parses_command_line_back_into_the_same_config(tmp_path, monkeypatch, changes):
     config = BenchConfig(**{"cache_dir": str(tmp_path / "cache"), **changes})
@@ -537,3 +592,10 @@ def test_ci_check_fails_on_a_missing_row_or_another_subset(tmp_path, capsys):
     assert check.main(["--committed", str(committed), "--fresh", str(other)]) == 1
     assert "different CI subsets" in capsys.readouterr().out
     assert check.main(["--committed", str(committed), "--fresh", str(tmp_path / "nowhere")]) == 2
+    partial = tmp_path / "partial"
+    shutil.copytree(committed, partial)
+    table = pd.read_csv(partial / "table1_cifar10.csv")
+    table.loc[table["model"] == "DCGAN trained", ["source", "test_mean"]] = [bench.NOT_MEASURED, None]
+    table.to_csv(partial / "table1_cifar10.csv", index=False)
+    assert check.main(["--committed", str(partial), "--fresh", str(committed)]) == 2
+    assert "was not measured (the table was written with --saved-only)" in capsys.readouterr().err
