@@ -191,15 +191,10 @@ def _memory_available() -> int:
 
 
 def _commit() -> str:
-    repo = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
+    from gan_features.report import package_source_state
+
+    commit, dirty = package_source_state()  # read once: the runs take hours, HEAD may move meanwhile
+    return "unknown" if commit is None else commit[:12] + ("+dirty" if dirty else "")
 
 
 def _cpu_model() -> str:

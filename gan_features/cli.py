@@ -259,6 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure(args) -> None:
+    from .report import package_source_state
+
+    package_source_state()  # the code this run loaded, before a commit made while it runs can move HEAD
     if getattr(args, "threads", None):
         import torch
 

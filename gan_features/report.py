@@ -7,6 +7,7 @@ Every table row of results carries its provenance (code commit, stores, checkpoi
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import platform
 import socket
@@ -33,14 +34,13 @@ def provenance(repo: str | os.PathLike | None = None) -> dict[str, Any]:
     """Where and with what code a result was made.
 
     ``repo``: the directory whose git commit is recorded; by default this package's own source,
-    which is the code that produced the numbers, wherever the command was run from.
+    which is the code that produced the numbers, wherever the command was run from, as this process
+    first saw it (:func:`package_source_state`).
     """
     from . import __version__
 
-    directory = Path(repo) if repo is not None else Path(__file__).resolve().parent
-    commit = git_commit(directory)
-    status = _git(directory, "status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"git_commit": commit, "git_dirty": None if status is None else bool(status),
+    commit, dirty = _source_state(Path(repo)) if repo is not None else package_source_state()
+    return {"git_commit": commit, "git_dirty": dirty,
             "package_version": __version__, "python": platform.python_version(),
             "torch_version": _distribution_version("torch"),
             "hostname": socket.gethostname(), "platform": platform.platform(),
@@ -48,8 +48,25 @@ def provenance(repo: str | os.PathLike | None = None) -> dict[str, Any]:
 
 
 def git_commit(directory: str | os.PathLike | None = None) -> str | None:
-    """The commit of ``directory`` (default: this package's source), None outside a git checkout."""
-    return _git(Path(directory) if directory is not None else Path(__file__).resolve().parent, "rev-parse", "HEAD")
+    """The commit of ``directory`` (default: this package's source, :func:`package_source_state`), None
+    outside a git checkout."""
+    return _source_state(Path(directory))[0] if directory is not None else package_source_state()[0]
+
+
+@functools.cache
+def package_source_state() -> tuple[str | None, bool | None]:
+    """This package's source commit and whether it had uncommitted changes, read once per process.
+
+    Once, because a run lasts hours: commits made while it runs are not the code it loaded, and a
+    result must name the code that made it. The CLI reads it before a command starts.
+    """
+    return _source_state(Path(__file__).resolve().parent)
+
+
+def _source_state(directory: Path) -> tuple[str | None, bool | None]:
+    commit = _git(directory, "rev-parse", "HEAD")
+    status = _git(directory, "status", "--porcelain", "--untracked-files=no") if commit else None
+    return commit, None if status is None else bool(status)
 
 
 def _git(directory: Path, *args: str) -> str | None:

@@ -145,3 +145,16 @@ def test_provenance_records_the_packages_commit():
     expected = subprocess.run(["git", "rev-parse", "HEAD"], cwd=source, capture_output=True, text=True).stdout.strip()
     values = provenance()
     assert values["git_commit"] == expected and isinstance(values["git_dirty"], bool)
+
+
+def test_the_packages_commit_is_the_one_the_process_started_with(monkeypatch):
+    """A commit made while a run lasts (hours) must not be recorded as the code that made its numbers."""
+    from gan_features import cli, report
+
+    report.package_source_state.cache_clear()
+    monkeypatch.setattr(report, "_git", lambda directory, *args: "a" * 40 if args[0] == "rev-parse" else "")
+    assert cli.main(["archs"]) == 0  # any command reads the state before it starts
+    monkeypatch.setattr(report, "_git", lambda directory, *args: "b" * 40 if args[0] == "rev-parse" else " M x.py")
+    assert provenance()["git_commit"] == "a" * 40 and provenance()["git_dirty"] is False
+    assert report.git_commit() == "a" * 40
+    report.package_source_state.cache_clear()  # other tests see this checkout's real state again
