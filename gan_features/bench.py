@@ -837,7 +837,7 @@ def svhn_absent_line(config: BenchConfig, reason: str) -> str:
     if not config.svhn_checkpoint:
         steps.append(f"gan-features import-radford PATH/TO/{SVHN.directory} --out {checkpoint}")
     svhn_root = config.svhn_root or "DIR_WITH_train_32x32.mat_AND_test_32x32.mat"
-    steps.append(command_line(config, svhn_root=svhn_root, svhn_checkpoint=checkpoint))
+    steps.append(command_line(config, svhn_root=svhn_root, svhn_checkpoint=checkpoint, saved_only=False))
     return (f"**SVHN was not available here ({reason}), so only the paper's rows are shown.** To measure ours: "
             f"`{' && '.join(steps)}`")
 

@@ -375,6 +375,7 @@ def test_saved_only_writes_the_rows_measured_so_far_and_measures_nothing(bench_r
     assert "**Partial: 1 of 4 measurements are done" in text
     assert "--resume` measures the rest" in text and "--saved-only" in text  # the provenance line's command
     assert "Written from the rows measured so far" in text
+    assert "--saved-only" not in (tmp_path / "partial" / "table2_svhn.md").read_text()  # its command measures
 
     finished = pd.read_csv(run_bench(BenchConfig(**{**vars(config), "resume": True}))["table1_cifar10.csv"])
     table, text = saved_only_table()
