@@ -616,7 +616,9 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
         if result is not None:
             _say(config.progress, f"{features.label}: {name}: reusing the row measured {result.get('created')} "
                                   f"({saved.name})")
-            cached = result.get("created") or "yes"
+            # a reused row still says whether an earlier run made part of its C path
+            cached = "; ".join(part for part in (f"reused: measured {result.get('created') or '(time unknown)'}",
+                                                 _resumed_note(result)) if part != "no")
         else:
             if not config.resume:
                 shutil.rmtree(fits, ignore_errors=True)
@@ -673,12 +675,16 @@ def long_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return table[leading + [column for column in table.columns if column not in leading]]
 
 
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
+
+
 def _num(value: Any, digits: int = 2) -> str:
-    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
+    return "" if _missing(value) else f"{value:.{digits}f}"
 
 
 def _seconds(value: Any) -> str:
-    return "?" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.0f}"
+    return "?" if _missing(value) else f"{value:.0f}"
 
 
 def _C(row: dict[str, Any]) -> str:
@@ -722,8 +728,14 @@ def wide_table1(rows: list[dict[str, Any]]) -> pd.DataFrame:
             "feature dimension": "" if dimension is None else str(dimension),
             "C: all labels / 400 per class": " / ".join(_C(r) for r in (full, few) if r),
             "wall time (s): features / SVM all / SVM 400": " / ".join(
-                [_feature_seconds(first)] + [_seconds(r.get("svm_wall_time_s")) for r in (full, few) if r])})
+                [_feature_seconds(first)] + [_svm_seconds_text(r) for r in (full, few) if r])})
     return pd.DataFrame(lines)
+
+
+def _svm_seconds_text(row: dict[str, Any]) -> str:
+    """The SVM wall time, '≥' when earlier runs made fits whose time they did not record."""
+    untimed = row.get("resumed_fits") and _missing(row.get("resumed_fit_seconds"))
+    return ("≥" if untimed else "") + _seconds(row.get("svm_wall_time_s"))
 
 
 def _sources(*rows: dict[str, Any]) -> str:

@@ -328,6 +328,25 @@ def test_resume_continues_a_row_stopped_part_way_from_its_saved_fits(bench_run, 
                                  f"(their {row['resumed_fit_seconds']:.0f} s solve time included)")
     assert not list(rows.glob("*.fits"))  # removed once the row itself is kept
 
+    again = pd.read_csv(run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "again"),
+                                                 "resume": True}))["table1_cifar10.csv"])
+    (reused,) = again[again["source"] == "measured"].to_dict("records")
+    assert reused["svm_cached"] == f"reused: measured {row['created']}; {row['svm_cached']}"  # still says so
+    assert reused["svm_wall_time_s"] == row["svm_wall_time_s"]
+
+
+def test_wide_table_marks_an_svm_time_that_misses_earlier_runs_fits():
+    """Fits resumed from checkpoints that recorded no time: the row's SVM time is a lower bound."""
+    base = {"table": "1", "model": "m", "kind": "trained discriminator", "source": "measured", "test_mean": 69.6,
+            "test_std": 0.0, "C": 2e-4, "C_at_grid_edge": "", "feature_dimension": 28672, "max_feature_units": 512,
+            "features_cached": "train+test", "prepare_s": 1.0, "extract_train_s": 2.0, "extract_test_s": 3.0}
+    rows = [{**base, "protocol": "cifar10", "svm_wall_time_s": 2859.6, "resumed_fits": 6,
+             "resumed_fit_seconds": None},
+            {**base, "protocol": "cifar10-400", "svm_wall_time_s": 553.3, "resumed_fits": 2,
+             "resumed_fit_seconds": 100.0}]
+    (line,) = bench.wide_table1(rows).to_dict("records")
+    assert line["wall time (s): features / SVM all / SVM 400"] == "6 (cached: train+test) / ≥2860 / 553"
+
 
 def test_saved_only_writes_the_rows_measured_so_far_and_measures_nothing(bench_run, tmp_path, monkeypatch):
     """A run stopped after its first row; --saved-only shows that row and marks the rest with how far they
