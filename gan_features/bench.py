@@ -72,6 +72,7 @@ from .protocols import PROTOCOLS, Protocol, get_protocol
 from .report import _markdown, _write_atomic, git_commit, provenance
 from .store import FeatureStore, FeatureWriter, write_features
 from .subsets import rows_sha256, stratified_rows
+from .svm import count_saved_fits
 
 SCALES = ("full", "ci")
 # Full-scale tables are the ones to set beside the paper's, so they sit at the top of results/.
@@ -609,7 +610,7 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
         fits = saved.with_suffix(".fits")  # the row's fitted Cs while it is being measured
         result = _read_json(saved) if config.resume else None
         if result is None and config.saved_only:
-            saved_fits = _saved_fits(fits)
+            saved_fits = count_saved_fits(fits)
             rows.append(pending_row(table, features.label, features.kind, name, context,
                                     f"{saved_fits} fits of its C path saved" if saved_fits else "not started",
                                     features))
@@ -623,7 +624,7 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
         else:
             if not config.resume:
                 shutil.rmtree(fits, ignore_errors=True)
-            reused = _saved_fits(fits)
+            reused = count_saved_fits(fits)
             _say(config.progress, f"{features.label}: {name}" + (f" (reusing {reused} saved fits)" if reused else ""))
             result = protocol.run(features.train_store, features.test_store, svm_params=config.svm_params or None,
                                   progress=config.progress, checkpoint_dir=fits).to_row()
@@ -633,11 +634,6 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
             cached = _resumed_note(result)
         rows.append({**measured_row(table, features, result, protocol, context), "svm_cached": cached})
     return rows
-
-
-def _saved_fits(fits: Path) -> int:
-    """How many C fits a row stopped part-way left in its ``<key>.fits/`` folder."""
-    return len(list(fits.glob("*/C=*.pt"))) if fits.is_dir() else 0
 
 
 def _plain(value: Any) -> Any:

@@ -1000,6 +1000,7 @@ class _PathCheckpoint:
     (a fingerprint in every file); the caller keeps the directory specific to one data set."""
 
     ATTRIBUTES = ("coef_", "intercept_", "n_iter_", "solver_stats_")
+    FILE_GLOB = "C=*.pt"  # matches the names _path gives
 
     def __init__(self, directory: str | os.PathLike, template: "LinearL2SVM", problem: _Problem):
         self.directory = Path(directory)
@@ -1103,6 +1104,13 @@ def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], Non
         return models
     X, index = template._validate_fit_data(X, y)
     return _fit_path(template, _in_memory_problem(template, _as_tensor(X), index), Cs, on_fit, checkpoint_dir)
+
+
+def count_saved_fits(checkpoint_dir: str | os.PathLike) -> int:
+    """How many fitted Cs a stopped run left in ``checkpoint_dir`` (a ``checkpoint_dir`` of
+    ``fit_c_path``), its subfolders included: a protocol gives each of its C paths one folder."""
+    directory = Path(checkpoint_dir)
+    return sum(1 for _ in directory.rglob(_PathCheckpoint.FILE_GLOB)) if directory.is_dir() else 0
 
 
 def fit_c_path_store(store, Cs: Sequence[float], rows: np.ndarray | slice | None = None, *,

@@ -182,6 +182,7 @@ def test_checkpointed_run_resumes_without_refitting_the_selection_paths(stores, 
     recorded = [torch.load(p, weights_only=True)["solver_stats_"]["solve_seconds"] for p in saved]
     assert (first.resumed_fits, first.resumed_fit_seconds) == (0, 0.0)
     assert again.resumed_fits == len(saved) == sum(len(Cs) for _, Cs in plan.selection)
+    assert svm.count_saved_fits(tmp_path) == len(saved)  # what bench reports of a stopped row
     assert again.resumed_fit_seconds == pytest.approx(sum(recorded)) and min(recorded) > 0
     for p in saved:  # as written before solve times were recorded: the total is then unknown
         payload = torch.load(p, weights_only=True)

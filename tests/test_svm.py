@@ -289,6 +289,9 @@ def test_checkpointed_path_resumes_where_it_stopped_with_the_same_models(problem
     fit_c_path(X, y, Cs, checkpoint_dir=tmp_path, **params)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"C={C!r}.pt" for C in Cs)
     (tmp_path / f"C={Cs[-1]!r}.pt").unlink()  # as if stopped during the last C
+    (tmp_path / f"C={Cs[-1]!r}.pt.partial").write_bytes(b"cut short")  # ... while saving it
+    assert svm.count_saved_fits(tmp_path) == len(Cs) - 1
+    assert svm.count_saved_fits(tmp_path / "absent") == 0
     solved = []
     original = svm._Problem.solve
     monkeypatch.setattr(svm._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
