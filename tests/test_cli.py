@@ -158,3 +158,29 @@ def test_svhn_protocol_from_the_cli_on_extracted_stores(tmp_path, capsys):
     code, _, err = run(capsys, "svm", "--quiet", "--protocol", "svhn-1000", "--train", str(tmp_path / "svhn-train.h5"),
                        "--test", str(tmp_path / "svhn-test.h5"), "--set", "draws=3")
     assert code == 2 and "no parameter draws" in err
+
+
+def test_cifar10_protocols_from_the_cli_on_extracted_stores(tmp_path, capsys):
+    from test_bench import write_cifar10
+
+    write_cifar10(tmp_path, train_per_class=20, test_per_class=10)  # class-coloured images, official pickles
+    ckpt = str(tmp_path / "d.pt")
+    assert main(["init", "--arch", "radford-imagenet32", "--out", ckpt]) == 0
+    code, _, err = run(capsys, "extract", "--quiet", "--ckpt", ckpt, "--dataset", "cifar10", "--data-root",
+                       str(tmp_path), "--split", "train,test", "--out", str(tmp_path / "cifar-{split}.h5"))
+    assert code == 0, err
+    train, test = str(tmp_path / "cifar-train.h5"), str(tmp_path / "cifar-test.h5")
+    code, out, err = run(capsys, "svm", "--quiet", "--protocol", "cifar10", "--train", train, "--test", test,
+                         "--C", "1e-3,1e-2", "--results", str(tmp_path / "results"), "--name", "all-labels")
+    assert code == 0, err
+    assert "chosen C = " in out and "(one fit)" in out  # chosen on the held-out 10%, refit on all 200 rows
+    assert float(out.split("test accuracy:")[1].split("%")[0]) > 50  # colours are easy; chance is 10%
+    assert (tmp_path / "results" / "all-labels.csv").exists()
+    code, out, err = run(capsys, "svm", "--quiet", "--protocol", "cifar10-400", "--train", train, "--test", test,
+                         "--C", "1e-3,1e-2", "--set", "n_per_class=5", "--set", "validation_size=50",
+                         "--set", "selection_draws=1", "--set", "test_draws=3")
+    assert code == 0, err
+    assert "over 3 fits" in out
+    assert float(out.split("test accuracy:")[1].split("+-")[0]) > 30
+    code, _, err = run(capsys, "svm", "--quiet", "--protocol", "cifar10", "--train", test, "--test", train)
+    assert code == 2 and "holds the 'test' split" in err  # the protocol's splits are checked, not assumed
