@@ -629,3 +629,17 @@ def test_benchmark_resumes_finished_runs_and_a_grid_stopped_part_way(tmp_path):
     assert row["earlier_runs"] == "1 of 2 Cs fitted by a stopped earlier process (their solve time is in fit_s)"
     assert row["fit_s"] >= round(first.solver_stats_["solve_seconds"], 2)
     assert saved.is_file() and not saved.with_suffix(".fits").exists()
+
+
+def test_read_bandwidth_benchmark_writes_its_table(tmp_path):
+    import pandas as pd
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "read_bandwidth.py"
+    done = subprocess.run([sys.executable, str(script), "--gib", "0.01", "--repeats", "2", "--threads", "1",
+                           "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "read_bandwidth.csv")
+    assert table["read"].tolist() == ["sum", "X^T @ R", "bf16 X^T @ R"] and (table["GB/s"] > 0).all()
+    assert "load average" in (tmp_path / "read_bandwidth.md").read_text()
+    refused = subprocess.run([sys.executable, str(script), "--gib", "0"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "--gib must be > 0" in refused.stderr
