@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -28,17 +27,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from gan_features.report import cpu_model
 from gan_features.svm import COLUMN_MULTIPLE  # the solver pads its class columns to this
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _median_seconds(run, repeats: int) -> float:
@@ -83,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     table = measure(args.gib, args.repeats)
     load_after = os.getloadavg()
     header = [f"# Memory read bandwidth ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC})", "",
-              f"- CPU {_cpu_model()} x {os.cpu_count()}, torch {torch.__version__}, "
+              f"- CPU {cpu_model()} x {os.cpu_count()}, torch {torch.__version__}, "
               f"threads {torch.get_num_threads()}",
               f"- load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after "
               "(only meaningful on a quiet machine)",

@@ -38,7 +38,6 @@ import datetime as dt
 import hashlib
 import json
 import os
-import platform
 import resource
 import shutil
 import subprocess
@@ -195,17 +194,6 @@ def _commit() -> str:
 
     commit, dirty = package_source_state()  # read once: the runs take hours, HEAD may move meanwhile
     return "unknown" if commit is None else commit[:12] + ("+dirty" if dirty else "")
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _run_key(args: argparse.Namespace, solver: str, mode: str, rows: str) -> str:
@@ -394,6 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not (args.train and args.test):
         parser.error("give --train and --test stores, or --synthetic NxD")
 
+    from gan_features.report import cpu_model
     from gan_features.store import FeatureStore
 
     with FeatureStore(args.train) as store:
@@ -462,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- command: `{' '.join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:]))}`",
         f"- train: `{args.train}` ({n_train} x {dimension}), test: `{args.test}`",
         f"- commit {commit}, {started:%Y-%m-%d %H:%M} UTC, torch {torch.__version__}, "
-        f"threads {args.threads or torch.get_num_threads()}, device {args.device}, CPU {_cpu_model()} x {os.cpu_count()}",
+        f"threads {args.threads or torch.get_num_threads()}, device {args.device}, CPU {cpu_model()} x {os.cpu_count()}",
         f"- load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in load_start)} before, "
         f"{', '.join(f'{x:.2f}' for x in os.getloadavg())} after "
         "(timings are only meaningful on a quiet machine)",

@@ -43,8 +43,22 @@ def provenance(repo: str | os.PathLike | None = None) -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": dirty,
             "package_version": __version__, "python": platform.python_version(),
             "torch_version": _distribution_version("torch"),
-            "hostname": socket.gethostname(), "platform": platform.platform(),
+            "hostname": socket.gethostname(), "platform": platform.platform(), "cpu": cpu_model(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+@functools.cache
+def cpu_model() -> str:
+    """The processor's model name: numbers from the same seeds differ in their last bits between CPUs
+    (BLAS kernels, bfloat16 support), and timings far more."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
 
 
 def git_commit(directory: str | os.PathLike | None = None) -> str | None:

@@ -133,7 +133,7 @@ def test_provenance_outside_a_repository_has_no_commit(tmp_path):
     assert values["git_commit"] is None and values["git_dirty"] is None
     assert values["package_version"] == gan_features.__version__
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00", values["created"])
-    for key in ("hostname", "platform", "python", "torch_version"):
+    for key in ("hostname", "platform", "cpu", "python", "torch_version"):
         assert values[key], key
 
 
