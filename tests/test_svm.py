@@ -585,11 +585,13 @@ def test_in_memory_gram_fit_peak_memory_is_the_factor_and_scratch():
     assert report["growth"] <= 16 * n * n + 4 * n * min(n, GRAM_BLOCK_ROWS) + MEMORY_SLACK, report
 
 
-# ---- benchmark script ---------------------------------------------------------------------------
+# ---- benchmark scripts --------------------------------------------------------------------------
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.mark.slow
 def test_benchmark_runs_end_to_end_on_a_synthetic_store(tmp_path):
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "svm_speed.py"
+    script = BENCHMARKS / "svm_speed.py"
     result = subprocess.run([sys.executable, str(script), "--synthetic", "2500x300", "--rows", "2000",
                              "--grid", "1e-3", "1e-2", "--C", "1e-2", "--out-dir", str(tmp_path), "--threads", "1"],
                             capture_output=True, text=True, timeout=900)
@@ -605,7 +607,7 @@ def test_benchmark_resumes_finished_runs_and_a_grid_stopped_part_way(tmp_path):
     """--resume reuses a finished run, and continues a torch grid from the Cs a stopped process saved."""
     import pandas as pd
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "svm_speed.py"
+    script = BENCHMARKS / "svm_speed.py"
     command = [sys.executable, str(script), "--synthetic", "600x40", "--rows", "500", "--solvers", "torch",
                "--modes", "grid", "--grid", "1e-3", "1e-2", "--out-dir", str(tmp_path), "--threads", "1"]
 
@@ -634,7 +636,7 @@ def test_benchmark_resumes_finished_runs_and_a_grid_stopped_part_way(tmp_path):
 def test_read_bandwidth_benchmark_writes_its_table(tmp_path):
     import pandas as pd
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "read_bandwidth.py"
+    script = BENCHMARKS / "read_bandwidth.py"
     done = subprocess.run([sys.executable, str(script), "--gib", "0.01", "--repeats", "2", "--threads", "1",
                            "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
