@@ -315,8 +315,8 @@ def test_resume_continues_a_row_stopped_part_way_from_its_saved_fits(bench_run, 
 
     monkeypatch.setattr(protocols, "_store_correct", scored)
     solved = []
-    original = svm._Problem.solve
-    monkeypatch.setattr(svm._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
+    original = svm.problem._Problem.solve
+    monkeypatch.setattr(svm.problem._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
     table = pd.read_csv(run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "continued"),
                                                  "resume": True}))["table1_cifar10.csv"])
     (row,) = table[table["source"] == "measured"].to_dict("records")

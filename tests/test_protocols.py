@@ -172,8 +172,8 @@ def test_checkpointed_run_resumes_without_refitting_the_selection_paths(stores, 
     for i, (_, Cs) in enumerate(plan.selection):
         assert {p.name for p in (tmp_path / f"selection-{i}").iterdir()} == {f"C={C!r}.pt" for C in Cs}
     solved = []
-    original = svm._Problem.solve
-    monkeypatch.setattr(svm._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
+    original = svm.problem._Problem.solve
+    monkeypatch.setattr(svm.problem._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
     again = protocol.run(stores["train"], stores["test"], progress=False, checkpoint_dir=tmp_path)
     assert len(solved) == len(plan.final)  # the final fits only
     assert again.chosen_C == first.chosen_C and again.test == first.test

@@ -22,8 +22,9 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gan_features.store import FeatureStore, write_features
-from gan_features.svm import (GRAM_BLOCK_ROWS, LinearL2SVM, _as_tensor, _TensorRows, evaluate, fit_c_path,
-                              fit_c_path_store, primal_objective)
+from gan_features.svm import GRAM_BLOCK_ROWS, LinearL2SVM, evaluate, fit_c_path, fit_c_path_store, primal_objective
+from gan_features.svm.rows import _TensorRows
+from gan_features.svm.tensors import _as_tensor
 
 OBJECTIVE_RTOL = 1e-3  # the brief: torch's primal objective within 1e-3 (relative) of liblinear's
 ACCURACY_POINTS = 0.2  # and test accuracy within 0.2 percentage points
@@ -193,17 +194,17 @@ def test_gram_path_equals_cold_gram_fits(wide_problem):
 def test_gram_solution_is_polished_by_the_primal_test(wide_problem, monkeypatch):
     """If the mapped-back weights fail the primal stopping test (here: perturbed on purpose),
     primal TRON steps on X finish the job, so the returned model still passes it."""
-    import gan_features.svm as svm
+    from gan_features.svm.gram import _GramFactor
 
     X, y, _, _ = wide_problem
-    exact = svm._GramFactor.weights
+    exact = _GramFactor.weights
 
     def perturbed(self, V):
         W = exact(self, V)
         return W + 1e-2 * W.abs().max() * torch.randn(W.shape, generator=torch.Generator().manual_seed(0),
                                                        dtype=W.dtype)
 
-    monkeypatch.setattr(svm._GramFactor, "weights", perturbed)
+    monkeypatch.setattr(_GramFactor, "weights", perturbed)
     model = LinearL2SVM(C=1e-2).fit(X, y)
     assert model.solver_stats_["check_newton_iterations"] > 0
     assert set(model.solver_stats_["status"]) == {"converged"}
@@ -302,8 +303,8 @@ def test_checkpointed_path_resumes_where_it_stopped_with_the_same_models(problem
     assert svm.count_saved_fits(tmp_path) == len(Cs) - 1
     assert svm.count_saved_fits(tmp_path / "absent") == 0
     solved = []
-    original = svm._Problem.solve
-    monkeypatch.setattr(svm._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
+    original = svm.problem._Problem.solve
+    monkeypatch.setattr(svm.problem._Problem, "solve", lambda self, C, *a: solved.append(C) or original(self, C, *a))
     resumed = fit_c_path(X, y, Cs, checkpoint_dir=tmp_path, **params)
     assert solved == [Cs[-1]]  # only the missing C was fitted, warm-started from the saved one
     for a, b in zip(whole, resumed):

@@ -1,0 +1,26 @@
+"""L2-regularised squared-hinge linear SVMs, one-vs-rest, as in Radford et al. (2015).
+
+For each one-vs-rest classifier k (``y_ik = +1`` for class k, ``-1`` otherwise; binary problems
+have one classifier, positive class ``classes_[1]``) and ``x~_i = [x_i, intercept_scaling]``::
+
+    min_w  0.5 ||w||^2 + C sum_i max(0, 1 - y_ik w.x~_i)^2
+
+exactly liblinear's ``L2R_L2LOSS_SVC`` (scikit-learn ``LinearSVC(loss="squared_hinge")``), which
+the ``"liblinear"`` backend runs as the reference; the ``"torch"`` backend solves it with TRON.
+
+Modules: :mod:`.estimator` (:class:`LinearL2SVM`), :mod:`.path` (C paths), :mod:`.objective`
+(objective, accuracy); the solver: :mod:`.problem` (primal or Gram, one C after another),
+:mod:`.tron`, :mod:`.gram`, :mod:`.design` (products with ``X~``), :mod:`.rows` (in memory or
+from an HDF5 store), :mod:`.tensors` (devices, dtypes).
+"""
+from .design import COLUMN_MULTIPLE, PassStats
+from .estimator import BACKENDS, SOLVERS, LinearL2SVM
+from .gram import GRAM_BLOCK_ROWS
+from .objective import evaluate, primal_objective
+from .path import count_saved_fits, fit_c_path, fit_c_path_store
+from .rows import DEFAULT_STORE_BLOCK_BYTES
+from .tensors import HESSIAN_DTYPES
+
+__all__ = ["BACKENDS", "COLUMN_MULTIPLE", "DEFAULT_STORE_BLOCK_BYTES", "GRAM_BLOCK_ROWS", "HESSIAN_DTYPES",
+           "LinearL2SVM", "PassStats", "SOLVERS", "count_saved_fits", "evaluate", "fit_c_path", "fit_c_path_store",
+           "primal_objective"]
