@@ -13,6 +13,11 @@ class, mean +- std over draws; C chosen on validation rows disjoint from the dra
 * the k-means baseline (:mod:`gan_features.kmeans`, K=1600 by default), fitted on the training
   images only; left out, with a note, in a checkout without that module.
 
+Beside the SVM's, each of our Table 1 representations gets the weighted k-NN probe
+(:mod:`gan_features.knn`, DINO's: k = 20 and 200, temperature 0.07), measured once per
+representation on all the scale's training images (it chooses nothing, so it needs no validation
+rows); in the CSV those are rows of "protocol" ``knn-k20`` and ``knn-k200``. The paper quotes none.
+
 Table 2 holds the paper's SVHN rows, and ours (the paper authors' SVHN discriminator imported by
 ``gan-features import-radford``, and our trained ones) under ``svhn-1000`` when SVHN is on disk.
 
@@ -68,6 +73,9 @@ from .data.cifar import locate as locate_cifar10
 from .device import PRECISIONS, pick_device
 from .errors import GanFeaturesError
 from .features import FeatureSpec, extract_to_store, prepare_discriminator
+from .knn import KS as KNN_KS
+from .knn import TEMPERATURE as KNN_TEMPERATURE
+from .knn import knn_probe
 from .protocols import PROTOCOLS, Protocol, get_protocol
 from .report import _markdown, _write_atomic, git_commit, provenance
 from .store import FeatureStore, FeatureWriter, write_features
@@ -91,6 +99,7 @@ CI_PROTOCOL_OVERRIDES: dict[str, dict[str, Any]] = {
 TABLE1_PROTOCOLS = ("cifar10", "cifar10-400")
 TABLE2_PROTOCOL = "svhn-1000"
 TABLE1, TABLE2 = "table1_cifar10", "table2_svhn"
+KNN_PRECISION = "fp32"  # how the k-NN holds the training matrix (gan_features.knn); k and T: knn.KS, knn.TEMPERATURE
 NOT_MEASURED = "not measured yet"  # the source of a row a saved_only run has no measurement for
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
 CACHE_ENV = "GAN_FEATURES_CACHE"
@@ -102,8 +111,8 @@ LEADING_COLUMNS = ("table", "model", "kind", "source", "protocol", "metric", "te
                    "quoted", "C", "C_at_grid_edge", "feature_dimension", "max_feature_units", "scale", "train_rows",
                    "test_rows", "protocol_overrides", "seed", "checkpoint", "checkpoint_sha256", "train_store",
                    "test_store", "features_cached", "extraction_precision", "extraction_device", "prepare_s",
-                   "extract_train_s", "extract_test_s", "svm_wall_time_s", "svm_cached", "progress", "git_commit",
-                   "git_dirty")
+                   "extract_train_s", "extract_test_s", "svm_wall_time_s", "svm_cached", "knn_k", "knn_temperature",
+                   "knn_wall_time_s", "knn_cached", "progress", "git_commit", "git_dirty")
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -127,6 +136,7 @@ class BenchConfig:
     kmeans_options: dict[str, Any] = field(default_factory=dict)  # more KMeansFeatures arguments
     random_baseline: bool = True
     pixel_baseline: bool = True
+    knn: bool = True  # the k-NN probe's Table 1 columns beside the SVM's
     Cs: Sequence[float] | None = None  # C grid of every protocol (default: the paper's analysis grid)
     protocol_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # applied after the scale's
     svm_params: dict[str, Any] = field(default_factory=dict)  # LinearL2SVM arguments (backend, device...)
@@ -212,7 +222,8 @@ def command_line(config: BenchConfig, **changes: Any) -> str:
     if config.Cs is not None:
         args += ["--C", ",".join(str(float(C)) for C in config.Cs)]  # shortest text that reads back exactly
     args += [flag for flag, on in (("--no-random", config.random_baseline), ("--no-pixels", config.pixel_baseline),
-                                   ("--resume", not config.resume), ("--saved-only", not config.saved_only)) if not on]
+                                   ("--no-knn", config.knn), ("--resume", not config.resume),
+                                   ("--saved-only", not config.saved_only)) if not on]
     return " ".join(shlex.quote(arg) for arg in args)
 
 
@@ -560,14 +571,19 @@ def pending_row(table: str, label: str, kind: str, protocol: str, context: dict[
 
 
 def _measure_or_pending(table: str, make: Callable[[], Features], protocols: Sequence[str], config: BenchConfig,
-                        context: dict[str, Any], cache: _Cache) -> list[dict[str, Any]]:
-    """The rows of the representation ``make`` returns; "not measured yet" ones when it has no stores."""
+                        context: dict[str, Any], cache: _Cache, knn_device: torch.device | None = None
+                        ) -> list[dict[str, Any]]:
+    """The rows of the representation ``make`` returns, then its k-NN rows when ``knn_device`` is given;
+    "not measured yet" ones when it has no stores."""
     try:
         features = make()
     except _NotMeasured as missing:
-        return [pending_row(table, missing.label, missing.kind, name, context, "no features yet")
-                for name in protocols]
-    return _measure(table, features, protocols, config, context, cache)
+        names = [*protocols, *(knn_protocols() if knn_device is not None else ())]
+        return [pending_row(table, missing.label, missing.kind, name, context, "no features yet") for name in names]
+    rows = _measure(table, features, protocols, config, context, cache)
+    if knn_device is not None:
+        rows += _measure_knn(table, features, config, context, cache, knn_device)
+    return rows
 
 
 def _svm_seconds(result: dict[str, Any]) -> float:
@@ -592,11 +608,9 @@ def _store_fingerprint(path: Path) -> dict[str, Any]:
     return {"path": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _row_key(table: str, features: Features, protocol: Protocol, config: BenchConfig,
-             context: dict[str, Any]) -> str:
-    """The measured row's identity: every input that shapes its numbers."""
-    inputs = {"table": table, "label": features.label, "kind": features.kind, "protocol": protocol.name,
-              "params": protocol.params, "svm_params": config.svm_params, "context": context,
+def _row_key(table: str, features: Features, context: dict[str, Any], **settings: Any) -> str:
+    """The measured row's identity: every input that shapes its numbers (``settings``: the evaluation's)."""
+    inputs = {"table": table, "label": features.label, "kind": features.kind, **settings, "context": context,
               "train": _store_fingerprint(features.train_store), "test": _store_fingerprint(features.test_store)}
     return hashlib.sha256(json.dumps(_canonical(inputs), sort_keys=True).encode()).hexdigest()[:32]
 
@@ -606,7 +620,9 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
     rows = []
     for name in protocols:
         protocol = make_protocol(name, config)
-        saved = cache.directory / "rows" / f"{_row_key(table, features, protocol, config, context)}.json"
+        key = _row_key(table, features, context, protocol=protocol.name, params=protocol.params,
+                       svm_params=config.svm_params)
+        saved = cache.directory / "rows" / f"{key}.json"
         fits = saved.with_suffix(".fits")  # the row's fitted Cs while it is being measured
         result = _read_json(saved) if config.resume else None
         if result is None and config.saved_only:
@@ -634,6 +650,56 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
             cached = _resumed_note(result)
         rows.append({**measured_row(table, features, result, protocol, context), "svm_cached": cached})
     return rows
+
+
+def knn_protocols() -> tuple[str, ...]:
+    """The long table's "protocol" of each k-NN row, one per k."""
+    return tuple(_knn_protocol(k) for k in KNN_KS)
+
+
+def _knn_protocol(k: int) -> str:
+    return f"knn-k{k}"
+
+
+def _measure_knn(table: str, features: Features, config: BenchConfig, context: dict[str, Any], cache: _Cache,
+                 device: torch.device) -> list[dict[str, Any]]:
+    """The k-NN rows of one representation (one probe, a row per k), kept and reused as the SVM rows are."""
+    settings = {"ks": list(KNN_KS), "temperature": KNN_TEMPERATURE, "precision": KNN_PRECISION}
+    saved = cache.directory / "rows" / f"{_row_key(table, features, context, knn=settings)}.json"
+    kept = _read_json(saved) if config.resume else None
+    if kept is None and config.saved_only:
+        return [pending_row(table, features.label, features.kind, name, context, "not started", features)
+                for name in knn_protocols()]
+    if kept is not None:
+        created = kept["rows"][0].get("created") or "(time unknown)"
+        _say(config.progress, f"{features.label}: k-NN: reusing the rows measured {created} ({saved.name})")
+        cached = f"reused: measured {created}"
+    else:
+        _say(config.progress, f"{features.label}: k-NN (k = {', '.join(map(str, KNN_KS))})")
+        result = knn_probe(features.train_store, features.test_store, ks=KNN_KS, temperature=KNN_TEMPERATURE,
+                           device=device, precision=KNN_PRECISION, progress=config.progress)
+        kept = {"rows": result.to_rows()}
+        saved.parent.mkdir(exist_ok=True)
+        _write_atomic({saved: json.dumps(kept, indent=1, sort_keys=True, default=_plain)})
+        cached = "no"
+    return [knn_row(table, features, result, context, cached) for result in kept["rows"]]
+
+
+def knn_row(table: str, features: Features, result: dict[str, Any], context: dict[str, Any],
+            cached: str) -> dict[str, Any]:
+    """One long-format k-NN row from one of :meth:`KnnResult.to_rows` (a k): the score, then provenance."""
+    row: dict[str, Any] = {
+        "table": table, "model": features.label, "kind": features.kind, "source": "measured",
+        "protocol": _knn_protocol(result["k"]), "metric": result["metric"], "test_mean": result["accuracy"],
+        "quoted": None, "feature_dimension": features.dimension, "max_feature_units": features.feature_units,
+        "train_store": str(features.train_store), "test_store": str(features.test_store), "knn_k": result["k"],
+        "knn_temperature": result["temperature"], "knn_wall_time_s": result["wall_time_s"], "knn_cached": cached,
+        "knn_precision": result["precision"], "knn_device": result["device"], **context, **features.info}
+    for key, value in result.items():
+        if key not in ("k", "accuracy", "temperature", "wall_time_s", "precision", "device", "probe", "n_train",
+                       "n_test"):  # kept under knn_ names above, or as train_rows / test_rows
+            row.setdefault(key, value)
+    return row
 
 
 def _plain(value: Any) -> Any:
@@ -705,32 +771,38 @@ def _feature_seconds(row: dict[str, Any]) -> str:
     return f"{total:.0f}" + (f" (cached: {cached})" if cached and cached != "no" else "")
 
 
+WALL_TIME_COLUMN = "wall time (s): features / SVM all / SVM 400 / k-NN"
+
+
 def wide_table1(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """The readable Markdown subset: one line per model, the two protocols side by side."""
+    """The readable Markdown subset: one line per model, the two protocols and the k-NN side by side."""
+    knn_column = f"k-NN accuracy (%), k={' / '.join(map(str, KNN_KS))}"
     by_model: dict[str, dict[str, dict[str, Any]]] = {}
     for row in rows:
         by_model.setdefault(row["model"], {})[row["protocol"]] = row
     lines = []
     for model, cells in by_model.items():
         full, few = cells.get("cifar10", {}), cells.get("cifar10-400", {})
-        first = full or few
+        knn = [cells[name] for name in knn_protocols() if name in cells]
+        first = full or few or knn[0]
         if first["kind"] == "paper":
             lines.append({"model": model, "source": "quoted from the paper", "accuracy (%)": full.get("quoted", ""),
-                          "accuracy, 400 per class (%)": few.get("quoted", ""),
+                          "accuracy, 400 per class (%)": few.get("quoted", ""), knn_column: "",
                           "max # of feature units": first.get("max_feature_units", ""), "feature dimension": "",
-                          "C: all labels / 400 per class": "", "wall time (s): features / SVM all / SVM 400": ""})
+                          "C: all labels / 400 per class": "", WALL_TIME_COLUMN: ""})
             continue
         units, dimension = first.get("max_feature_units"), first.get("feature_dimension")
         full_text = _pending(full) or _num(full.get("test_mean"))
         few_text = _pending(few) or (f"{_num(few.get('test_mean'))} ± {_num(few.get('test_std'))}" if few else "")
+        knn_text = (_pending(knn[0]) or " / ".join(_num(r.get("test_mean")) for r in knn)) if knn else ""
         lines.append({
-            "model": model, "source": _sources(full, few), "accuracy (%)": full_text,
-            "accuracy, 400 per class (%)": few_text,
+            "model": model, "source": _sources(full, few, *knn), "accuracy (%)": full_text,
+            "accuracy, 400 per class (%)": few_text, knn_column: knn_text,
             "max # of feature units": "" if units is None else str(units),
             "feature dimension": "" if dimension is None else str(dimension),
             "C: all labels / 400 per class": " / ".join(_C(r) for r in (full, few) if r),
-            "wall time (s): features / SVM all / SVM 400": " / ".join(
-                [_feature_seconds(first)] + [_svm_seconds_text(r) for r in (full, few) if r])})
+            WALL_TIME_COLUMN: " / ".join([_feature_seconds(first)] + [_svm_seconds_text(r) for r in (full, few) if r]
+                                         + ([_seconds(knn[0].get("knn_wall_time_s"))] if knn else []))})
     return pd.DataFrame(lines)
 
 
@@ -827,8 +899,18 @@ def table1_note(context: dict[str, Any], config: BenchConfig, record: dict[str, 
               f"over the training images, extracted in {config.precision}; raw pixels in [-1, 1]; k-means fitted on "
               f"the training images only, its features standardised with the training split's mean and variance as "
               f"Coates et al. did."),
-             _provenance_text(TABLE1, record, seconds, config)]
+             _knn_note(config), _provenance_text(TABLE1, record, seconds, config)]
     return _paragraphs(*lines)
+
+
+def _knn_note(config: BenchConfig) -> str:
+    """The note's sentence on the k-NN columns ('' without them)."""
+    if not config.knn:
+        return ""
+    return (f"k-NN: each test image's k = {' and '.join(map(str, KNN_KS))} training images of highest cosine "
+            f"similarity (L2-normalised features) vote with weight exp(similarity / {KNN_TEMPERATURE:g}), as DINO's "
+            f"eval_knn.py; measured once per representation on all the training images of this scale, choosing "
+            f"nothing (no validation rows); the paper quotes no k-NN.")
 
 
 def svhn_status(config: BenchConfig) -> tuple[bool, str]:
@@ -892,7 +974,8 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
                             _provenance_text(TABLE2, record, seconds, config))
     texts = {
         results_dir / f"{TABLE1}.md": _markdown(
-            wide_table1(rows1), f"Table 1: CIFAR-10, linear L2-SVM on features ({config.scale} scale)",
+            wide_table1(rows1),
+            f"Table 1: CIFAR-10, linear L2-SVM{' and k-NN' * config.knn} on features ({config.scale} scale)",
             _paragraphs(partial_line(rows1, config), table1_note(context1, config, record, seconds))),
         results_dir / f"{TABLE1}.csv": _csv(rows1),
         results_dir / f"{TABLE2}.md": _markdown(
@@ -912,10 +995,14 @@ def _table1_rows(config: BenchConfig, cifar_root: str, cache: _Cache, device
                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The paper's Table 1 rows, then ours under both protocols, and the scale's context."""
     train, test, context = _load_splits("cifar10", cifar_root, config.scale)
+    if config.knn and len(train) < max(KNN_KS):
+        raise GanFeaturesError(f"the k-NN's k={max(KNN_KS)} is more than the {len(train)} training images at this "
+                               f"scale: pass --no-knn (knn=False) to leave the k-NN columns out")
     rows = paper_rows_table1()
 
     def measure(make: Callable[[], Features]) -> None:
-        rows.extend(_measure_or_pending("1", make, TABLE1_PROTOCOLS, config, context, cache))
+        rows.extend(_measure_or_pending("1", make, TABLE1_PROTOCOLS, config, context, cache,
+                                        knn_device=device if config.knn else None))
 
     def discriminator(label: str, kind: str, path: str | os.PathLike) -> Callable[[], Features]:
         return lambda: checkpoint_features(label, kind, path, train, test, cache, device, config.batch_size)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -28,6 +29,36 @@ def _float_list(text: str) -> tuple[float, ...]:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _positive_int_list(text: str) -> tuple[int, ...]:
+    values = _int_list(text)
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers of at least 1, got {text!r}")
+    return values
+
+
+def _positive(convert, what: str):
+    """An argparse type: ``convert(text)`` when that is a finite number above 0, else an error saying ``what``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Parse errors as one line (argparse prints its usage first), like the command's other errors."""
+    def error(message: str):
+        parser.exit(EXIT_USAGE, f"{parser.prog}: error: {message}\n")
+
+    parser.error = error  # type: ignore[method-assign]
+    return parser
 
 
 def _key_value(text: str) -> tuple[str, object]:
@@ -79,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import DEFAULT_KMEANS_CENTROIDS, SCALES
     from .data import READERS
     from .features import BATCHNORM_MODES, POOLINGS
+    from .knn import BATCH_SIZE, DTYPES, KS, TEMPERATURE
     from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
 
     common, data, device = _common_parser(), _data_parser(), _device_parser()
@@ -150,6 +182,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=None, help="also write the table as NAME.md/.csv into this folder")
     p.add_argument("--name", default=None, help="table name (default: svm-PROTOCOL)")
 
+    p = _one_line_errors(sub.add_parser(
+        "knn", parents=[common], help="weighted k-NN accuracy on feature stores (DINO's probe)",
+        description="Weighted k-nearest-neighbour classification as DINO's eval_knn.py: features L2-normalised, "
+                    "the k training rows of highest cosine similarity vote with weight exp(similarity / T). "
+                    "Nothing is chosen, so the test store is only scored."))
+    p.add_argument("--train", required=True, help="training feature store (.h5)")
+    p.add_argument("--test", required=True, help="test feature store (.h5)")
+    p.add_argument("--k", dest="ks", type=_positive_int_list, default=KS, metavar="K,K,...",
+                   help=f"neighbours that vote, one search for all (default: {','.join(map(str, KS))})")
+    p.add_argument("--temperature", type=_positive(float, "a positive number"), default=TEMPERATURE,
+                   help=f"T of the vote weights exp(similarity / T) (default: {TEMPERATURE:g})")
+    p.add_argument("--results", default=None, help="also write knn.md/.csv (with provenance) into this folder")
+    p.add_argument("--overwrite", action="store_true", help="replace knn.md/.csv in --results")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default: auto)")
+    p.add_argument("--precision", default="fp32", choices=sorted(DTYPES),
+                   help="how the normalised training matrix is held; bf16 halves its memory (default: fp32)")
+    p.add_argument("--batch-size", type=_positive(int, "a whole number of at least 1"), default=BATCH_SIZE,
+                   help=f"test rows per similarity block of batch x training rows (default: {BATCH_SIZE})")
+
     p = sub.add_parser("bench", parents=[common, device], help="the paper's Tables 1 and 2 beside our measurements",
                        description="Measure Table 1 (CIFAR-10: cifar10 and cifar10-400) and Table 2 (SVHN: svhn-1000) "
                                    "for the given discriminators, a random one of each architecture, raw pixels and "
@@ -182,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "1e-4 ... 1e-2 unless the scale changes it)")
     p.add_argument("--no-random", action="store_true", help="leave out the random-discriminator rows")
     p.add_argument("--no-pixels", action="store_true", help="leave out the raw-pixel rows")
+    p.add_argument("--no-knn", action="store_true", help="leave out Table 1's k-NN columns")
     p.add_argument("--resume", action="store_true",
                    help="reuse rows an earlier run measured on the same feature stores, protocol and settings, "
                         "and the saved C-path fits of a row it was measuring (all kept in the cache directory), "
@@ -342,6 +394,20 @@ def cmd_svm(args) -> None:
             print(path)
 
 
+def cmd_knn(args) -> None:
+    from .knn import knn_probe
+    from .report import check_table_writable, write_knn_result
+
+    if args.results:
+        check_table_writable(args.results, "knn", args.overwrite)  # before minutes of work, not after
+    result = knn_probe(args.train, args.test, ks=args.ks, temperature=args.temperature, device=args.device,
+                       batch_size=args.batch_size, precision=args.precision, progress=not args.quiet)
+    print(result.describe())
+    if args.results:
+        for path in write_knn_result(result, args.results, overwrite=args.overwrite):
+            print(path)
+
+
 def bench_config(args):
     """The :class:`~gan_features.bench.BenchConfig` that ``gan-features bench`` arguments describe."""
     from .bench import BenchConfig
@@ -351,8 +417,8 @@ def bench_config(args):
         svhn_root=args.svhn_root, svhn_checkpoint=args.svhn_ckpt, scale=args.scale, results_dir=args.results,
         cache_dir=args.cache_dir, seed=args.seed, precision=args.precision, device=args.device,
         batch_size=args.batch_size, kmeans_centroids=args.kmeans_centroids, random_baseline=not args.no_random,
-        pixel_baseline=not args.no_pixels, Cs=args.Cs, resume=args.resume, saved_only=args.saved_only,
-        progress=not args.quiet)
+        pixel_baseline=not args.no_pixels, knn=not args.no_knn, Cs=args.Cs, resume=args.resume,
+        saved_only=args.saved_only, progress=not args.quiet)
 
 
 def cmd_bench(args) -> None:
@@ -445,9 +511,9 @@ def cmd_archs(args) -> None:
         print(f"{name:20s} {arch.image_size}x{arch.image_size}  {arch.feature_dim():6d}-d features  {arch.description}")
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "extract": cmd_extract, "svm": cmd_svm, "bench": cmd_bench,
-            "init": cmd_init, "import-radford": cmd_import_radford, "sample": cmd_sample, "select": cmd_select,
-            "export": cmd_export, "info": cmd_info, "archs": cmd_archs}
+COMMANDS = {"demo": cmd_demo, "train": cmd_train, "extract": cmd_extract, "svm": cmd_svm, "knn": cmd_knn,
+            "bench": cmd_bench, "init": cmd_init, "import-radford": cmd_import_radford, "sample": cmd_sample,
+            "select": cmd_select, "export": cmd_export, "info": cmd_info, "archs": cmd_archs}
 
 
 def main(argv: list[str] | None = None) -> int:

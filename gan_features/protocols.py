@@ -28,10 +28,9 @@ import math
 import operator
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,13 +38,13 @@ from tqdm import tqdm
 
 from .errors import GanFeaturesError
 from .report import provenance
-from .store import FeatureStore
+from .store import FeatureStore, StoreLike, check_store_pair
+from .store import opened_store as _opened
+from .store import store_pair_provenance as _store_provenance
 from .svm import LinearL2SVM, fit_c_path
 
 PAPER_CS: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)  # the original SVHN analysis' grid
 READ_BLOCK_BYTES = 64 << 20  # rows read (or predicted) per block: bounded scratch memory at any width
-
-StoreLike = FeatureStore | str | os.PathLike
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -274,31 +273,7 @@ class Protocol(abc.ABC):
     # -- sanity checks
     def check_stores(self, train: FeatureStore, test: FeatureStore) -> None:
         """Refuse store pairs that cannot give a meaningful number, each with a one-line reason."""
-        if train.path.resolve() == test.path.resolve():
-            raise GanFeaturesError(f"{train.path} is given as both the training and the test store")
-        for store in (train, test):
-            if len(store) == 0:
-                raise GanFeaturesError(f"feature store {store.path} has no rows")
-        if train.dimension != test.dimension:
-            raise GanFeaturesError(f"{train.path} has {train.dimension}-d features but {test.path} has "
-                                   f"{test.dimension}-d: extract both with the same discriminator and feature spec")
-        for key, why in (("checkpoint_sha256", "features from different discriminators"),
-                         ("architecture", "features from different architectures"),
-                         ("feature_spec", "features extracted differently"),
-                         ("dataset", "features of different datasets")):
-            a, b = train.attrs.get(key), test.attrs.get(key)
-            if a is not None and b is not None and a != b:
-                raise GanFeaturesError(f"{train.path} and {test.path} differ in {key} ({_short(a)} vs {_short(b)}): "
-                                       f"{why}; extract both from the same checkpoint")
-        for store, role, expected in ((train, "training", self.train_split), (test, "test", self.test_split)):
-            split = store.attrs.get("split")
-            if split is not None and split != expected:
-                raise GanFeaturesError(f"{store.path} holds the {split!r} split but the {self.name} protocol's "
-                                       f"{role} store must hold {expected!r}")
-        train_classes, test_classes = np.unique(train.labels), np.unique(test.labels)
-        if not np.array_equal(train_classes, test_classes):
-            raise GanFeaturesError(f"label sets differ: training store {train.path} has {train_classes.tolist()}, "
-                                   f"test store {test.path} has {test_classes.tolist()}")
+        check_store_pair(train, test, self.train_split, self.test_split, f"the {self.name} protocol's")
 
 
 @register
@@ -463,11 +438,6 @@ def _int(key: str, value: Any, minimum: int) -> int:
     return value
 
 
-def _short(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    return text if len(text) <= 16 else text[:12] + "..."
-
-
 def _check_svm_params(svm_params: dict | None) -> dict:
     svm_params = dict(svm_params or {})
     if "C" in svm_params:
@@ -499,15 +469,6 @@ class _FitTally:
             seconds = stats.get("solve_seconds")  # absent from checkpoints written before it was recorded
             self.resumed_seconds = None if seconds is None or self.resumed_seconds is None \
                 else self.resumed_seconds + seconds
-
-
-@contextmanager
-def _opened(store: StoreLike) -> Iterator[FeatureStore]:
-    if isinstance(store, FeatureStore):
-        yield store  # the caller's handle: the caller closes it
-    else:
-        with FeatureStore(store) as opened:
-            yield opened
 
 
 def _block_rows(store: FeatureStore) -> int:
@@ -549,15 +510,3 @@ def _store_correct(models: Sequence[LinearL2SVM], store: FeatureStore) -> list[i
         for i, model in enumerate(models):
             correct[i] += _correct(model, X, y)
     return correct.tolist()
-
-
-def _store_provenance(train: FeatureStore, test: FeatureStore) -> dict[str, Any]:
-    attrs = train.attrs
-    return {"train_store": str(train.path.resolve()), "test_store": str(test.path.resolve()),
-            "checkpoint_sha256": attrs.get("checkpoint_sha256", test.attrs.get("checkpoint_sha256")),
-            "architecture": attrs.get("architecture"), "feature_spec": attrs.get("feature_spec"),
-            "dimension": train.dimension,
-            "train_store_dataset": attrs.get("dataset"), "train_store_split": attrs.get("split"),
-            "train_store_rows": len(train),
-            "test_store_dataset": test.attrs.get("dataset"), "test_store_split": test.attrs.get("split"),
-            "test_store_rows": len(test)}

@@ -22,7 +22,8 @@ import pandas as pd
 
 from .errors import GanFeaturesError
 
-if TYPE_CHECKING:  # protocols imports this module; the name is needed for annotations only
+if TYPE_CHECKING:  # protocols and knn import this module; the names are needed for annotations only
+    from .knn import KnnResult
     from .protocols import ProtocolResult
 
 # Leading columns of a results table, in this order; whatever else the rows hold follows.
@@ -146,6 +147,26 @@ def write_result(result: "ProtocolResult", results_dir: str | os.PathLike, name:
         note=f"C chosen on training-store validation rows: {result.chosen_C:g}. Features: "
              f"{result.provenance['train_store']}.")
     return [*paths, *validation_paths]
+
+
+def check_table_writable(results_dir: str | os.PathLike, name: str, overwrite: bool) -> None:
+    """Refuse, before any work is done, to replace ``<name>.md``/``.csv`` in ``results_dir`` unless asked to."""
+    for path in (Path(results_dir) / f"{name}.md", Path(results_dir) / f"{name}.csv"):
+        if path.exists() and not overwrite:
+            raise GanFeaturesError(f"{path} already exists: pass --overwrite to replace it, or choose another "
+                                   f"--results folder")
+
+
+def write_knn_result(result: "KnnResult", results_dir: str | os.PathLike, name: str = "knn",
+                     overwrite: bool = False) -> list[Path]:
+    """A k-NN probe's table (one row per k, with its provenance) as ``<name>.md`` and ``<name>.csv``;
+    an existing pair is replaced only with ``overwrite``."""
+    check_table_writable(results_dir, name, overwrite)
+    table = pd.DataFrame(result.to_rows())
+    note = (f"Weighted k-NN (cosine similarity of L2-normalised features, votes weighted by "
+            f"exp(similarity / {result.temperature:g})), {result.n_train:,} training / {result.n_test:,} test rows. "
+            f"Features: {result.provenance['train_store']} (train), {result.provenance['test_store']} (test).")
+    return list(write_table(table, results_dir, name, title="k-NN probe: test accuracy (%)", note=note))
 
 
 def _markdown(df: pd.DataFrame, title: str | None, note: str | None) -> str:

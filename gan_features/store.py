@@ -15,7 +15,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, Iterator
 
 import h5py
 import numpy as np
@@ -188,3 +190,68 @@ def load_store(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     with FeatureStore(path) as store:
         features, labels = store.load()
         return features, labels, store.attrs
+
+
+# ------------------------------------------------------------------- a (training, test) pair of stores
+# Shared by the SVM protocols (gan_features.protocols) and the k-NN probe (gan_features.knn).
+StoreLike = FeatureStore | str | os.PathLike
+
+
+@contextmanager
+def opened_store(store: StoreLike) -> Iterator[FeatureStore]:
+    if isinstance(store, FeatureStore):
+        yield store  # the caller's handle: the caller closes it
+    else:
+        with FeatureStore(store) as opened:
+            yield opened
+
+
+def check_store_pair(train: FeatureStore, test: FeatureStore, train_split: str, test_split: str,
+                     whose: str) -> None:
+    """Refuse store pairs that cannot give a meaningful number, each with a one-line reason.
+
+    ``whose``: who expects ``train_split``/``test_split``, for the message (e.g. "the cifar10 protocol's").
+    """
+    if train.path.resolve() == test.path.resolve():
+        raise GanFeaturesError(f"{train.path} is given as both the training and the test store")
+    for store in (train, test):
+        if len(store) == 0:
+            raise GanFeaturesError(f"feature store {store.path} has no rows")
+    if train.dimension != test.dimension:
+        raise GanFeaturesError(f"{train.path} has {train.dimension}-d features but {test.path} has "
+                               f"{test.dimension}-d: extract both with the same discriminator and feature spec")
+    for key, why in (("checkpoint_sha256", "features from different discriminators"),
+                     ("architecture", "features from different architectures"),
+                     ("feature_spec", "features extracted differently"),
+                     ("dataset", "features of different datasets")):
+        a, b = train.attrs.get(key), test.attrs.get(key)
+        if a is not None and b is not None and a != b:
+            raise GanFeaturesError(f"{train.path} and {test.path} differ in {key} ({_short(a)} vs {_short(b)}): "
+                                   f"{why}; extract both from the same checkpoint")
+    for store, role, expected in ((train, "training", train_split), (test, "test", test_split)):
+        split = store.attrs.get("split")
+        if split is not None and split != expected:
+            raise GanFeaturesError(f"{store.path} holds the {split!r} split but {whose} "
+                                   f"{role} store must hold {expected!r}")
+    train_classes, test_classes = np.unique(train.labels), np.unique(test.labels)
+    if not np.array_equal(train_classes, test_classes):
+        raise GanFeaturesError(f"label sets differ: training store {train.path} has {train_classes.tolist()}, "
+                               f"test store {test.path} has {test_classes.tolist()}")
+
+
+def _short(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return text if len(text) <= 16 else text[:12] + "..."
+
+
+def store_pair_provenance(train: FeatureStore, test: FeatureStore) -> dict[str, Any]:
+    """Which stores a result was measured on, and what they hold (result table columns)."""
+    attrs = train.attrs
+    return {"train_store": str(train.path.resolve()), "test_store": str(test.path.resolve()),
+            "checkpoint_sha256": attrs.get("checkpoint_sha256", test.attrs.get("checkpoint_sha256")),
+            "architecture": attrs.get("architecture"), "feature_spec": attrs.get("feature_spec"),
+            "dimension": train.dimension,
+            "train_store_dataset": attrs.get("dataset"), "train_store_split": attrs.get("split"),
+            "train_store_rows": len(train),
+            "test_store_dataset": test.attrs.get("dataset"), "test_store_split": test.attrs.get("split"),
+            "test_store_rows": len(test)}

@@ -180,8 +180,8 @@ def test_table1_has_papers_rows_verbatim_then_ours_with_provenance(bench_run):
     for row in paper.TABLE1:
         line = next(line for line in markdown.splitlines() if line.startswith(f"| {row.model} "))
         cells = [cell.strip() for cell in line.strip("|").split("|")]
-        assert cells[:5] == [row.model, "quoted from the paper", row.accuracy.text, row.accuracy_400.text,
-                             row.max_feature_units]
+        assert cells[:6] == [row.model, "quoted from the paper", row.accuracy.text, row.accuracy_400.text,
+                             "", row.max_feature_units]  # "": the k-NN column (the paper quotes none)
     rows = read_csv(paths["table1_cifar10.csv"])
     quoted = [r for r in rows if r["source"] != "measured"]
     assert [(r["model"], r["protocol"], r["quoted"]) for r in quoted] == [
@@ -193,9 +193,12 @@ def test_table1_has_papers_rows_verbatim_then_ours_with_provenance(bench_run):
     models = list(dict.fromkeys(r["model"] for r in measured))
     assert models == [TRAINED, "random radford-svhn32 discriminator (seed 0)", "raw pixels (3072-d, in [-1, 1])",
                       "k-means (K=8), fitted on the training images"]
-    assert [r["protocol"] for r in measured] == ["cifar10", "cifar10-400"] * len(models)
+    assert [r["protocol"] for r in measured] == ["cifar10", "cifar10-400", "knn-k20", "knn-k200"] * len(models)
     for r in measured:
-        assert 0 <= float(r["test_mean"]) <= 100 and float(r["C"]) in config.Cs
+        assert 0 <= float(r["test_mean"]) <= 100 and Path(r["train_store"]).is_file()
+    measured = [r for r in measured if not r["protocol"].startswith("knn")]  # the SVM's (the k-NN's: below)
+    for r in measured:
+        assert float(r["C"]) in config.Cs
         assert r["git_commit"] and r["seed"] == "0" and float(r["svm_wall_time_s"]) > 0
         assert Path(r["train_store"]).is_file() and Path(r["test_store"]).is_file()
         assert Path(r["train_store"]).parent == Path(config.cache_dir)  # features live in the cache, not results
@@ -222,6 +225,46 @@ def test_table1_has_papers_rows_verbatim_then_ours_with_provenance(bench_run):
     # batch-norm statistics prepared once per checkpoint (trained, random), not once per split
     assert len(prepared) == 2 and len(set(prepared)) == 2
     assert "(cached" not in markdown and "measured" in markdown and "7168" in markdown
+
+
+def test_table1_has_knn_columns_for_every_measured_representation(bench_run):
+    """Each measured representation's k-NN (k = 20 and 200, on all training rows) beside its SVM columns."""
+    from gan_features.knn import knn_probe
+
+    _, _, paths, _ = bench_run
+    text = paths["table1_cifar10.md"].read_text()
+    assert text.startswith("# Table 1: CIFAR-10, linear L2-SVM and k-NN on features")
+    assert "vote with weight exp(similarity / 0.07), as DINO's eval_knn.py" in text
+    header, _, *lines = [[cell.strip() for cell in line.strip("|").split("|")]
+                         for line in text.splitlines() if line.startswith("|")]
+    column = header.index("k-NN accuracy (%), k=20 / 200")
+    assert column == header.index("accuracy, 400 per class (%)") + 1
+    cells = {line[0]: line[column] for line in lines}
+    assert all(cells[row.model] == "" for row in paper.TABLE1)  # the paper quotes no k-NN
+    rows = [r for r in read_csv(paths["table1_cifar10.csv"]) if r["source"] == "measured"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    assert len(models) == 4
+    for model in models:
+        knn = {r["protocol"]: r for r in rows if r["model"] == model and r["protocol"].startswith("knn")}
+        assert sorted(knn) == ["knn-k20", "knn-k200"]
+        k20, k200 = knn["knn-k20"], knn["knn-k200"]
+        assert cells[model] == f"{float(k20['test_mean']):.2f} / {float(k200['test_mean']):.2f}"
+        assert (k20["knn_k"], k200["knn_k"], k20["knn_temperature"], k20["metric"]) == ("20", "200", "0.07", "accuracy")
+        assert k20["train_rows"] == "200" and k20["knn_cached"] == "no" and float(k20["knn_wall_time_s"]) > 0
+        assert k20["git_commit"] and k20["checkpoint_sha256"] and k20["train_store"] == k200["train_store"]
+        again = knn_probe(k20["train_store"], k20["test_store"], progress=False)  # the module's numbers, as stored
+        assert again.accuracy == {20: float(k20["test_mean"]), 200: float(k200["test_mean"])}
+    assert float(next(r for r in rows if r["model"] == TRAINED and r["protocol"] == "knn-k20")["test_mean"]) > 50
+
+
+def test_knn_needs_as_many_training_images_as_its_largest_k(bench_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "CI_SIZES", {"train": 150, "test": 50})
+    config = tiny_config(bench_run[0], scale="ci", cache_dir=str(tmp_path / "cache"),
+                         results_dir=str(tmp_path / "results"))
+    assert "k=200 is more than the 150 training images at this scale: pass --no-knn" in error_of(run_bench, config)
+    assert not (tmp_path / "results").exists()
+    table = bench.wide_table1(bench.paper_rows_table1())
+    assert (table["k-NN accuracy (%), k=20 / 200"] == "").all()
 
 
 @pytest.mark.slow
@@ -266,26 +309,32 @@ def test_resume_reuses_measured_rows_and_refits_what_changed(bench_run, monkeypa
     tmp, config, _, _ = bench_run
     measured = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "measured")}))
     first = pd.read_csv(measured["table1_cifar10.csv"])  # the rows now kept in the cache
-    assert (first.loc[first["source"] == "measured", "svm_cached"] == "no").all()
+    knn_rows = first["protocol"].str.startswith("knn")
+    assert (first.loc[(first["source"] == "measured") & ~knn_rows, "svm_cached"] == "no").all()
+    assert (first.loc[knn_rows, "knn_cached"] == "no").all() and knn_rows.sum() == 8
     fits = []
-    original = bench.Protocol.run
+    original, probe = bench.Protocol.run, bench.knn_probe
     monkeypatch.setattr(bench.Protocol, "run", lambda self, *a, **k: fits.append(self.name) or original(self, *a, **k))
+    monkeypatch.setattr(bench, "knn_probe", lambda train, *a, **k: fits.append(f"knn {Path(train).stem}")
+                        or probe(train, *a, **k))
 
     resumed = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "resumed"), "resume": True}))
     second = pd.read_csv(resumed["table1_cifar10.csv"])
     measured = second["source"] == "measured"
     assert fits == []
     assert not (second.loc[measured, "svm_cached"] == "no").any()
-    for column in ("test_mean", "test_std", "C", "svm_wall_time_s", "git_commit", "created"):
+    assert second.loc[knn_rows, "knn_cached"].str.startswith("reused: measured ").all()
+    for column in ("test_mean", "test_std", "C", "svm_wall_time_s", "knn_wall_time_s", "git_commit", "created"):
         assert second[column].astype(str).tolist() == first[column].astype(str).tolist(), column
 
     pixels = Path(second.loc[second["kind"] == "raw pixels", "train_store"].iloc[0])
     os.utime(pixels, ns=(pixels.stat().st_atime_ns, pixels.stat().st_mtime_ns + 10**9))  # as if rewritten
     third = pd.read_csv(run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "third"),
                                                  "resume": True}))["table1_cifar10.csv"])
-    assert sorted(fits) == ["cifar10", "cifar10-400"]  # the pixel rows only
+    assert sorted(fits) == ["cifar10", "cifar10-400", f"knn {pixels.stem}"]  # the pixel rows only
     refitted = third["kind"] == "raw pixels"
-    assert (third.loc[refitted, "svm_cached"] == "no").all()
+    assert (third.loc[refitted & ~knn_rows, "svm_cached"] == "no").all()
+    assert (third.loc[refitted & knn_rows, "knn_cached"] == "no").all()
     assert third["test_mean"].tolist() == first["test_mean"].tolist()  # seeded: the same numbers again
 
 
@@ -298,7 +347,7 @@ def test_resume_continues_a_row_stopped_part_way_from_its_saved_fits(bench_run, 
     tmp, config, _, _ = bench_run
     # The torch solver (liblinear fits are not checkpointed), our discriminator's cached features only.
     config = BenchConfig(**{**vars(config), "svm_params": {}, "random_baseline": False, "pixel_baseline": False,
-                            "kmeans_centroids": None})
+                            "kmeans_centroids": None, "knn": False})
     monkeypatch.setattr(bench, "TABLE1_PROTOCOLS", ("cifar10",))
     scored = protocols._store_correct
 
@@ -345,7 +394,7 @@ def test_wide_table_marks_an_svm_time_that_misses_earlier_runs_fits():
             {**base, "protocol": "cifar10-400", "svm_wall_time_s": 553.3, "resumed_fits": 2,
              "resumed_fit_seconds": 100.0}]
     (line,) = bench.wide_table1(rows).to_dict("records")
-    assert line["wall time (s): features / SVM all / SVM 400"] == "6 (cached: train+test) / ≥2860 / 553"
+    assert line["wall time (s): features / SVM all / SVM 400 / k-NN"] == "6 (cached: train+test) / ≥2860 / 553"
 
 
 def test_saved_only_writes_the_rows_measured_so_far_and_measures_nothing(bench_run, tmp_path, monkeypatch):
@@ -368,9 +417,9 @@ def test_saved_only_writes_the_rows_measured_so_far_and_measures_nothing(bench_r
 
     table, text = saved_only_table()  # nothing measured yet: not even features
     ours = table[table["source"] != "measured"].query("kind != 'paper'")
-    assert sorted(ours["model"]) == sorted([TRAINED] * 2 + ["raw pixels (3072-d, in [-1, 1])"] * 2)
+    assert sorted(ours["model"]) == sorted([TRAINED] * 4 + ["raw pixels (3072-d, in [-1, 1])"] * 4)  # 2 SVM, 2 k-NN
     assert (ours["source"] == "not measured yet").all() and (ours["progress"] == "no features yet").all()
-    assert "**Partial: 0 of 4 measurements are done" in text and "not measured yet (no features yet)" in text
+    assert "**Partial: 0 of 8 measurements are done" in text and "not measured yet (no features yet)" in text
     assert not list(Path(config.cache_dir).glob("*.h5"))
 
     original, calls = bench.Protocol.run, []
@@ -389,9 +438,10 @@ def test_saved_only_writes_the_rows_measured_so_far_and_measures_nothing(bench_r
     rows = {(row["model"], row["protocol"]): row for row in table.to_dict("records")}
     assert rows[(TRAINED, "cifar10")]["source"] == "measured"
     assert rows[(TRAINED, "cifar10-400")]["progress"] == "not started"  # its features are there
+    assert rows[(TRAINED, "knn-k20")]["progress"] == rows[(TRAINED, "knn-k200")]["progress"] == "not started"
     assert rows[(TRAINED, "cifar10-400")]["feature_dimension"] == rows[(TRAINED, "cifar10")]["feature_dimension"]
     assert rows[("raw pixels (3072-d, in [-1, 1])", "cifar10")]["progress"] == "no features yet"
-    assert "**Partial: 1 of 4 measurements are done" in text
+    assert "**Partial: 1 of 8 measurements are done" in text
     assert "--resume` measures the rest" in text and "--saved-only" in text  # the provenance line's command
     assert "Written from the rows measured so far" in text
     assert "--saved-only" not in (tmp_path / "partial" / "table2_svhn.md").read_text()  # its command measures
@@ -423,7 +473,7 @@ def test_svhn_present_measures_table2(tmp_path):
         assert 0 <= float(r["test_mean"]) <= 100 and int(r["test_fits"]) == 2 and r["checkpoint_sha256"]
     assert [r["model"] for r in rows if r["source"] != "measured"] == [p.model for p in paper.TABLE2]
     table1 = read_csv(paths["table1_cifar10.csv"])
-    assert [r["model"] for r in table1 if r["source"] == "measured"] == [TRAINED, TRAINED]
+    assert [r["model"] for r in table1 if r["source"] == "measured"] == [TRAINED] * 4  # 2 SVM, 2 k-NN
 
 
 # ------------------------------------------------------------------------------------ bad config
@@ -496,7 +546,7 @@ def cli_config(monkeypatch, argv: list[str]) -> BenchConfig:
      "cifar_checkpoints": [("on CIFAR-10", "c.pt")], "cifar_root": "/data/cifar 10", "svhn_root": "/data/svhn",
      "svhn_checkpoint": "radford-svhn.pt", "scale": "full", "results_dir": "out/tables", "seed": 7,
      "precision": "fp32", "device": "cpu", "batch_size": 64, "kmeans_centroids": 0, "Cs": (1e-4, 2.5e-3, 1 / 3),
-     "random_baseline": False, "pixel_baseline": False, "resume": True},
+     "random_baseline": False, "pixel_baseline": False, "knn": False, "resume": True},
     {"kmeans_centroids": 400, "Cs": (0.01,), "pixel_baseline": False},
     {"saved_only": True},
 ])
@@ -533,6 +583,7 @@ def test_cli_bench_end_to_end_at_ci_scale(bench_run, tmp_path, monkeypatch, caps
     data = bench_run[0]
     monkeypatch.setattr(bench, "CI_SIZES", {"train": 150, "test": 50})  # of the 200 / 100 images there
     monkeypatch.setattr(bench, "CI_PROTOCOL_OVERRIDES", TINY)
+    monkeypatch.setattr(bench, "KNN_KS", (5, 20))  # the default k=200 is more than these 150 training rows
     argv = ["bench", "--quiet", "--threads", "1", "--scale", "ci", "--cifar-root", str(data / "cifar"),
             "--ckpt", f"{TRAINED}={data / 'trained.pt'}", "--results", str(tmp_path / "results"), "--cache-dir",
             str(tmp_path / "cache"), "--C", "0.01,0.1", "--kmeans-centroids", "0", "--no-random"]
@@ -542,10 +593,10 @@ def test_cli_bench_end_to_end_at_ci_scale(bench_run, tmp_path, monkeypatch, caps
     rows = [r for r in read_csv(tmp_path / "results" / "table1_cifar10.csv") if r["source"] == "measured"]
     assert [(r["model"], r["protocol"]) for r in rows] == [
         (model, protocol) for model in (TRAINED, "raw pixels (3072-d, in [-1, 1])")
-        for protocol in ("cifar10", "cifar10-400")]
+        for protocol in ("cifar10", "cifar10-400", "knn-k5", "knn-k20")]
     for r in rows:
-        assert r["scale"] == "ci" and (r["train_rows"], r["test_rows"]) == ("150", "50")
-        assert r["train_subset_sha256"] and float(r["C"]) in (0.01, 0.1)
+        assert r["scale"] == "ci" and (r["train_rows"], r["test_rows"]) == ("150", "50") and r["train_subset_sha256"]
+        assert float(r["C"]) in (0.01, 0.1) if r["protocol"].startswith("cifar10") else r["knn_k"] in ("5", "20")
     # the note's command is the one that was run (less --quiet/--threads, which change no number)
     expected = command_line(BenchConfig(scale="ci", cifar_root=str(data / "cifar"),
                                         checkpoints=[(TRAINED, str(data / "trained.pt"))],
@@ -595,6 +646,35 @@ def test_ci_check_fails_on_a_moved_row_unless_within_tolerance(tmp_path, capsys)
     assert failures == ["FAIL raw pixels [cifar10-400]: committed 33.00, fresh 34.50 (moved +1.50, tolerance 1)"]
     assert check.main(["--committed", str(committed), "--fresh", str(fresh), "--tolerance", "cifar10-400=2"]) == 0
     assert check.main(["--committed", str(committed), "--fresh", str(fresh), "--tolerance", "0.5"]) == 1
+
+
+KNN_SCORES = {("DCGAN trained", "knn-k20"): 52.3, ("DCGAN trained", "knn-k200"): 50.1,
+              ("raw pixels", "knn-k20"): 30.2, ("raw pixels", "knn-k200"): 29.0}
+
+
+def test_ci_check_compares_knn_rows_when_both_tables_have_them(tmp_path, capsys):
+    check = load_checker()
+    committed = ci_tables(tmp_path / "committed", {**SCORES, **KNN_SCORES})
+    fresh = ci_tables(tmp_path / "fresh", {**SCORES, **KNN_SCORES, ("raw pixels", "knn-k200"): 27.5})  # -1.5
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh)]) == 1
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("FAIL")] == [
+        "FAIL raw pixels [knn-k200]: committed 29.00, fresh 27.50 (moved -1.50, tolerance 1)"]
+    assert "check failed: 8 committed rows" in out and "predate" not in out
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh), "--tolerance", "knn-k200=2"]) == 0
+
+
+def test_ci_check_passes_committed_tables_from_before_the_knn_columns_and_says_so(tmp_path, capsys):
+    check = load_checker()
+    committed = ci_tables(tmp_path / "committed", SCORES)  # as results/ci was before the k-NN
+    fresh = ci_tables(tmp_path / "fresh", {**SCORES, **KNN_SCORES})
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh)]) == 0
+    out = capsys.readouterr().out
+    assert "note: the committed tables have no k-NN rows (they predate the k-NN columns)" in out
+    assert sum(line.rstrip().endswith("new") for line in out.splitlines()) == 4
+    assert "check passed: 4 committed rows" in out
+    assert check.main(["--committed", str(fresh), "--fresh", str(committed)]) == 1  # k-NN rows gone: missing
+    assert "FAIL raw pixels [knn-k20]: committed 30.20, fresh: missing" in capsys.readouterr().out
 
 
 def test_ci_check_fails_on_a_missing_row_or_another_subset(tmp_path, capsys):

@@ -184,3 +184,54 @@ def test_cifar10_protocols_from_the_cli_on_extracted_stores(tmp_path, capsys):
     assert float(out.split("test accuracy:")[1].split("+-")[0]) > 30
     code, _, err = run(capsys, "svm", "--quiet", "--protocol", "cifar10", "--train", test, "--test", train)
     assert code == 2 and "holds the 'test' split" in err  # the protocol's splits are checked, not assumed
+
+
+def test_knn_prints_writes_and_refuses_to_overwrite(tmp_path, capsys, monkeypatch):
+    import numpy as np
+    import pandas as pd
+
+    import gan_features.knn
+    from gan_features.store import write_features
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 120), ("test", 40)):
+        labels = np.arange(n) % 3
+        write_features(tmp_path / f"{split}.h5", (rng.normal(size=(n, 8)) + 3 * np.eye(8)[labels]).astype(np.float32),
+                       labels, {"split": split, "checkpoint_sha256": "ab" * 32})
+    stores = ["--train", str(tmp_path / "train.h5"), "--test", str(tmp_path / "test.h5")]
+    results = tmp_path / "results"
+    code, out, err = run(capsys, "knn", "--quiet", *stores, "--k", "1,5", "--temperature", "0.1", "--device", "cpu",
+                         "--results", str(results))
+    assert code == 0, err
+    assert "k=1: test accuracy" in out and "k=5: test accuracy" in out
+    assert out.splitlines()[-2:] == [str(results / "knn.md"), str(results / "knn.csv")]
+    table = pd.read_csv(results / "knn.csv")
+    assert table["k"].tolist() == [1, 5] and (table["temperature"] == 0.1).all() and (table["n_test"] == 40).all()
+    assert table["train_store"].iloc[0] == str((tmp_path / "train.h5").resolve()) and "git_commit" in table
+    assert float(out.split("k=5: test accuracy")[1].split("%")[0]) == table["accuracy"].iloc[1] > 60  # chance: 33
+    written = (results / "knn.md").read_text()
+    assert "k-NN probe: test accuracy" in written and "exp(similarity / 0.1)" in written
+
+    monkeypatch.setattr(gan_features.knn, "knn_probe", lambda *a, **k: pytest.fail("measured before refusing"))
+    code, _, err = run(capsys, "knn", "--quiet", *stores, "--results", str(results))
+    assert code == 2 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (results / "knn.md").read_text() == written
+    monkeypatch.undo()
+    code, out, err = run(capsys, "knn", "--quiet", *stores, "--k", "3", "--results", str(results), "--overwrite")
+    assert code == 0, err
+    assert pd.read_csv(results / "knn.csv")["k"].tolist() == [3]
+    code, _, err = run(capsys, "knn", "--quiet", "--train", stores[3], "--test", stores[1])
+    assert code == 2 and "holds the 'test' split but the k-NN probe's training store" in err
+    code, _, err = run(capsys, "knn", "--quiet", *stores, "--k", "121")
+    assert code == 2 and "k=121 is more than the 120 training rows" in err
+
+
+@pytest.mark.parametrize("option, value", [("--k", "0,20"), ("--k", "twenty"), ("--k", ""), ("--temperature", "0"),
+                                           ("--temperature", "nan"), ("--temperature", "-1"),
+                                           ("--batch-size", "0"), ("--batch-size", "1.5")])
+def test_knn_numeric_options_are_checked_at_parse_time_in_one_line(capsys, option, value):
+    with pytest.raises(SystemExit) as exited:  # before any store is opened: these do not exist
+        main(["knn", "--train", "missing.h5", "--test", "missing2.h5", option, value])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2 and err.count("\n") == 1
+    assert err.startswith(f"gan-features knn: error: argument {option}: expected ")
