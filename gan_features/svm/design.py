@@ -58,31 +58,42 @@ class _Design:
         self.n_weights = rows.n_features + (intercept_scaling is not None)
         self.stats = PassStats()
 
-    def _sweep(self, V: torch.Tensor, hessian: bool,
-               residual: Callable[[slice, torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """``X~^T residual(X~ V)``, block by block; ``residual`` maps (rows, Z) -> R of Z's shape."""
+    def _sweep(self, V: torch.Tensor | None, hessian: bool,
+               residual: Callable[[slice, torch.Tensor | None], torch.Tensor],
+               backward: bool = True, columns: int | None = None) -> torch.Tensor | None:
+        """``X~^T residual(X~ V)``, block by block; ``residual`` maps (rows, Z) -> R of Z's shape.
+
+        ``backward=False``: only ``X~ V`` (``residual`` keeps it; returns None). ``V=None``: only
+        ``X~^T residual(rows, None)``, for ``columns`` columns (the margins are already known)."""
         rows, d = self.rows, self.rows.n_features
         dtype = rows.hessian_dtype if hessian else rows.data_dtype
-        k = V.shape[1]
+        k = V.shape[1] if V is not None else columns
         padded = -(-k // COLUMN_MULTIPLE) * COLUMN_MULTIPLE
-        Vp = torch.zeros(d, padded, dtype=dtype, device=rows.device)
-        Vp[:, :k] = V[:d]
-        bias = None
-        if self.scaling is not None:
-            bias = torch.zeros(1, padded, dtype=dtype, device=rows.device)
-            bias[0, :k] = self.scaling * V[d]
-        out = torch.zeros(self.n_weights, k, dtype=torch.float64, device=rows.device)
+        Vp = bias = None
+        if V is not None:
+            Vp = torch.zeros(d, padded, dtype=dtype, device=rows.device)
+            Vp[:, :k] = V[:d]
+            if self.scaling is not None:
+                bias = torch.zeros(1, padded, dtype=dtype, device=rows.device)
+                bias[0, :k] = self.scaling * V[d]
+        out = torch.zeros(self.n_weights, k, dtype=torch.float64, device=rows.device) if backward else None
         R = None
         start = time.perf_counter()
         for block_rows, Xb, Xb_t in rows.blocks(hessian):
-            Z = Xb @ Vp if bias is None else torch.addmm(bias, Xb, Vp)
-            if R is None or R.shape[0] != Z.shape[0]:
-                R = torch.zeros_like(Z)  # pad columns stay zero
-            R[:, :k] = residual(block_rows, Z[:, :k])
+            Z = None
+            if Vp is not None:
+                Z = Xb @ Vp if bias is None else torch.addmm(bias, Xb, Vp)
+                self.stats.bytes_streamed += Xb.numel() * Xb.element_size()
+            Rk = residual(block_rows, None if Z is None else Z[:, :k])
+            if not backward:
+                continue
+            if R is None or R.shape[0] != Xb.shape[0]:
+                R = torch.zeros(Xb.shape[0], padded, dtype=dtype, device=rows.device)  # pad columns stay zero
+            R[:, :k] = Rk
             out[:d] += (Xb_t @ R)[:, :k].to(torch.float64)
-            if bias is not None:
+            if self.scaling is not None:
                 out[d] += self.scaling * R[:, :k].sum(0, dtype=torch.float64)
-            self.stats.bytes_streamed += 2 * Xb.numel() * Xb.element_size()
+            self.stats.bytes_streamed += Xb.numel() * Xb.element_size()
         _synchronize(rows.device)
         self.stats.seconds += time.perf_counter() - start
         self.stats.disk_bytes += rows.disk_bytes_per_pass
@@ -126,9 +137,47 @@ class _Design:
         f = 0.5 * (W * W).sum(0) + C * loss
         return f, W + 2 * C * XtR, new_margins, active
 
+    def product(self, V: torch.Tensor) -> torch.Tensor:
+        """``X~ V`` (n x k, float64) in the data's precision: one forward-only exact pass."""
+        out = torch.empty(self.rows.n_rows, V.shape[1], dtype=torch.float64, device=V.device)
+
+        def keep(rows: slice, Z: torch.Tensor) -> None:
+            out[rows] = Z
+
+        self._sweep(V, hessian=False, residual=keep, backward=False)
+        return out
+
+    def gradient(self, W: torch.Tensor, margins: torch.Tensor, positives: torch.Tensor, C: float
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Objective, gradient and active set at ``W`` whose margins ``X~ W`` are known: one
+        backward-only exact pass (see :meth:`evaluate`)."""
+        k = W.shape[1]
+        loss = torch.zeros(k, dtype=torch.float64, device=W.device)
+        active = torch.empty(self.rows.n_rows, k, dtype=torch.bool, device=W.device)
+
+        def residual(rows: slice, _: None) -> torch.Tensor:
+            y, z = self.signs(rows, positives), margins[rows]
+            margin = 1 - y * z
+            active[rows] = hinge = margin > 0
+            loss.add_((margin.clamp_min(0) ** 2).sum(0))
+            return torch.where(hinge, z - y, 0)
+
+        XtR = self._sweep(None, hessian=False, residual=residual, columns=k)
+        return 0.5 * (W * W).sum(0) + C * loss, W + 2 * C * XtR, active
+
     def hessian_product(self, V: torch.Tensor, active: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
         """``X~_I^T (X~_I V)`` per class column (I: each class's active rows), one Hessian pass."""
         def residual(rows: slice, Z: torch.Tensor) -> torch.Tensor:
             return Z * active[rows][:, columns].to(Z.dtype)
+
+        return self._sweep(V, hessian=True, residual=residual)
+
+    def gram_product(self, V: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """``X~^T (X~ V)`` in the Hessian precision (one Hessian pass); ``keep`` (n x columns), if
+        given, receives ``X~ V``."""
+        def residual(rows: slice, Z: torch.Tensor) -> torch.Tensor:
+            if keep is not None:
+                keep[rows] = Z
+            return Z
 
         return self._sweep(V, hessian=True, residual=residual)

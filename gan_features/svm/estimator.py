@@ -37,6 +37,7 @@ from .tron import SolverSettings, _Solution
 
 BACKENDS = ("torch", "liblinear")
 SOLVERS = ("auto", "primal", "gram")
+DEFAULT_PRECONDITIONER_RANK = 0  # see preconditioner_rank: opt-in, it can slow separable problems
 
 
 class LinearL2SVM(ClassifierMixin, BaseEstimator):
@@ -68,6 +69,13 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         of the Gram matrix (``"gram"``, same steps, n x n instead of n x d per pass; see
         :mod:`gan_features.svm.gram`). ``"auto"``: ``"gram"`` when n_samples <= n_features / 2 and the Gram
         matrix is not singular, else ``"primal"``. :meth:`fit_store` is always primal.
+    preconditioner_rank : int
+        0 (default): liblinear's plain TRON. > 0 (``"torch"``): Newton-CG with a line search
+        (liblinear >= 2.40's method, :mod:`gan_features.svm.newton`) preconditioned by the
+        Hessian made exact on the data's top eigenvectors, computed once per C path
+        (:mod:`gan_features.svm.precondition`). Same stopping test either way. On 10,000 x
+        28,672 CIFAR-10 discriminator features, rank 256 took 7x fewer Hessian passes at
+        C = 1e-3; on well-separated classes it can take many more Newton steps (see there).
     device : str or torch.device
         Where ``"torch"`` computes ("cpu", "cuda", "cuda:1", ...).
     random_state : int, RandomState or None
@@ -90,7 +98,8 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
 
     def __init__(self, C: float = 1.0, *, backend: str = "torch", fit_intercept: bool = True,
                  intercept_scaling: float = 1.0, tol: float = 1e-4, max_iter: int = 1000,
-                 hessian_dtype: str = "auto", solver: str = "auto", device: str | torch.device = "cpu",
+                 hessian_dtype: str = "auto", solver: str = "auto",
+                 preconditioner_rank: int = DEFAULT_PRECONDITIONER_RANK, device: str | torch.device = "cpu",
                  random_state=None, warm_start: bool = False):
         self.C = C
         self.backend = backend
@@ -100,6 +109,7 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         self.max_iter = max_iter
         self.hessian_dtype = hessian_dtype
         self.solver = solver
+        self.preconditioner_rank = preconditioner_rank
         self.device = device
         self.random_state = random_state
         self.warm_start = warm_start
@@ -121,6 +131,9 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
             raise ValueError(f"hessian_dtype must be one of {HESSIAN_DTYPES}, got {self.hessian_dtype!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if isinstance(self.preconditioner_rank, bool) or not isinstance(self.preconditioner_rank, Integral) \
+                or self.preconditioner_rank < 0:
+            raise ValueError(f"preconditioner_rank must be a non-negative integer, got {self.preconditioner_rank!r}")
         if self.warm_start and self.backend != "torch":
             raise ValueError("warm_start needs backend='torch' (LinearSVC cannot start from given weights)")
 
@@ -129,7 +142,7 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         read of them."""
         self._check_params()
         return SolverSettings(tol=float(self.tol), max_iter=int(self.max_iter), hessian_dtype=self.hessian_dtype,
-                              solver=self.solver, device=self.device,
+                              solver=self.solver, device=self.device, preconditioner_rank=int(self.preconditioner_rank),
                               intercept_scaling=float(self.intercept_scaling) if self.fit_intercept else None)
 
     def set_classes(self, y: np.ndarray) -> np.ndarray:

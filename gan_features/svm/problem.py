@@ -42,10 +42,18 @@ class _Problem:
         ``start``: primal weights ((n_features [+ 1]) x k) to start from instead of the previous solution."""
         started = time.perf_counter()
         before = copy.copy(self.solver.design.stats)
+        had_preconditioner = self.solver.preconditioner is not None
         solution = self.solver.solve(C, self.W if start is None else self._coordinates(start))
         self.W = solution.W
-        return solution, _stats_since(before, self.solver.design.stats), self.rows, {
-            "solver": "primal", "solve_seconds": time.perf_counter() - started}
+        stats = _stats_since(before, self.solver.design.stats)
+        extra = {"solver": "primal", "solve_seconds": time.perf_counter() - started,
+                 "preconditioner_rank": getattr(self.solver.preconditioner, "rank", 0)}
+        setup = getattr(self.solver.preconditioner, "setup_stats", None)
+        if not had_preconditioner and setup is not None:  # built during this C's solve: its cost apart
+            stats = _stats_since(setup, stats)
+            extra.update(preconditioner_seconds=self.solver.preconditioner.seconds,
+                         preconditioner_passes=setup.hessian_passes)
+        return solution, stats, self.rows, extra
 
     def _coordinates(self, W: torch.Tensor) -> torch.Tensor:
         return W.to(torch.float64)
@@ -65,14 +73,15 @@ class _GramProblem(_Problem):
         # float32 rounding of L left the solution short, a few float32 steps (at 10,000 rows,
         # C=1e-3: 7 exact + 34 Hessian passes, ~10 s), cheaper than holding half of X again.
         self.primal_rows = _TensorRows(factor.X, device, dtype_name)
-        self.primal = make_tron(self.primal_rows, index, n_classes, settings)
+        # Plain TRON for the check: it usually takes no step, and a preconditioner costs three passes.
+        self.primal = make_tron(self.primal_rows, index, n_classes, settings, preconditioner_rank=0)
 
     def _coordinates(self, W: torch.Tensor) -> torch.Tensor:
         return self.factor.coordinates(W)
 
     def solve(self, C: float, start: torch.Tensor | None = None) -> tuple[_Solution, PassStats, _RowSource, dict]:
         started = time.perf_counter()
-        reduced, stats, rows, _ = super().solve(C, start)
+        reduced, stats, rows, reduced_extra = super().solve(C, start)
         before = copy.copy(self.primal.design.stats)
         checked = self.primal.solve(C, self.factor.weights(reduced.W))
         polish = _stats_since(before, self.primal.design.stats)
@@ -80,7 +89,7 @@ class _GramProblem(_Problem):
                              reduced.newton_iterations + checked.newton_iterations,
                              reduced.cg_iterations + checked.cg_iterations)
         total = PassStats(**{key: getattr(stats, key) + getattr(polish, key) for key in asdict(stats)})
-        extra = {"solver": "gram", "gram_seconds": self.factor.seconds,
+        extra = {**reduced_extra, "solver": "gram", "gram_seconds": self.factor.seconds,
                  "check_exact_passes": polish.exact_passes, "check_hessian_passes": polish.hessian_passes,
                  "check_newton_iterations": checked.newton_iterations,
                  "gram_status": reduced.status, "solve_seconds": time.perf_counter() - started}

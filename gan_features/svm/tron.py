@@ -52,6 +52,7 @@ class SolverSettings:
     solver: str  # one of SOLVERS: how in-memory rows are fitted ("auto", "primal", "gram")
     device: str | torch.device  # as given: torch.device(device) where the rows are put
     intercept_scaling: float | None  # the constant feature's value; None: no intercept
+    preconditioner_rank: int = 0  # > 0: preconditioned Newton (:mod:`.newton`); 0: liblinear's plain TRON
 
 
 @dataclass
@@ -83,6 +84,7 @@ class _Tron:
         self.eps = tol * torch.clamp(torch.minimum(n_pos, n - n_pos), min=1) / n
         self.max_iter = max_iter
         self._xty: torch.Tensor | None = None  # X~^T Y: the gradient at w = 0 is -2C X~^T Y
+        self.preconditioner = None  # plain TRON has none (see _Newton)
         # liblinear's: once |actred| and |prered| are both below 1e-12 |f|, no progress is measurable.
         self.stall_rtol = 1e-12
 
@@ -204,12 +206,18 @@ class _Tron:
 
 
 def make_tron(rows: _RowSource, class_index: np.ndarray, n_classes: int, settings: SolverSettings,
-              intercept_column: bool = True) -> _Tron:
+              intercept_column: bool = True, preconditioner_rank: int | None = None) -> _Tron:
     """TRON over ``rows`` whose labels are ``class_index`` (each row's class, 0 .. n_classes - 1):
     one classifier per class, or a single one whose positive class is 1 for two classes, as in
     scikit-learn. ``intercept_column=False`` when the rows already carry the intercept (the Gram
-    factor)."""
+    factor). ``settings.preconditioner_rank`` (or ``preconditioner_rank``, when given) > 0 gives
+    the preconditioned Newton solver (:mod:`.newton`), which has the same interface."""
+    from .newton import _Newton  # it subclasses _Tron
+
     labels = torch.as_tensor(class_index, dtype=torch.int64).to(rows.device)
     design = _Design(rows, labels, settings.intercept_scaling if intercept_column else None)
     positives = [1] if n_classes == 2 else range(n_classes)
+    rank = settings.preconditioner_rank if preconditioner_rank is None else preconditioner_rank
+    if rank > 0:
+        return _Newton(design, positives, settings.tol, settings.max_iter, rank)
     return _Tron(design, positives, settings.tol, settings.max_iter)

@@ -1,0 +1,143 @@
+"""Preconditioned Newton-CG with a line search, batched over the one-vs-rest classifiers.
+
+liblinear's primal solver since 2.40 (Galli & Lin 2021): each Newton step solves ``H s = -g``
+by preconditioned CG, truncated by the same quadratic-model test as TRON's (:mod:`.tron`), then
+backtracks along ``s`` (Armijo, ``eta = 0.01``, halving, at most 20 tries, liblinear's constants).
+The preconditioner (:mod:`.precondition`) follows the active set at every step; a trust region
+would have to carry its radius across those changes of norm, which on separable data (few
+active rows at the optimum, many at the start) stalled TRON in thousands of tiny steps, so the
+preconditioned solver uses a line search. Same stopping test as TRON, ``||g|| <= eps ||g(w=0)||``,
+so both return models that pass it.
+
+Passes per Newton step: the CG's Hessian passes, one forward exact pass for ``X~ s`` (every
+trial of the line search then costs n x k work, no pass: the margins are linear in the step)
+and one backward exact pass for the gradient at the new point.
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .design import _Design
+from .precondition import LowRankPreconditioner
+from .tron import (_CG_TOL, _CONVERGED, _MAX_CG_ITER, _MAX_ITER, _RUNNING, _STALLED, _STATUS_NAMES, _Solution,
+                   _Tron)
+
+logger = logging.getLogger(__name__)
+
+_ARMIJO_ETA = 0.01  # sufficient decrease: f(w + a s) - f(w) <= eta a g.s
+_MAX_LINE_SEARCH = 20  # step halvings before the classifier is declared stalled
+
+
+class _Newton(_Tron):
+    """Newton-CG with line search and a low-rank preconditioner of rank ``preconditioner_rank``
+    (built at the first solve that takes a step, kept for the C path: it depends on the rows only)."""
+
+    def __init__(self, design: _Design, positives, tol: float, max_iter: int, preconditioner_rank: int):
+        super().__init__(design, positives, tol, max_iter)
+        self.preconditioner_rank = preconditioner_rank
+        self.preconditioner: LowRankPreconditioner | None = None
+
+    def solve(self, C: float, W0: torch.Tensor | None = None) -> _Solution:
+        design, device = self.design, self.design.labels.device
+        K, n_weights = len(self.positives), design.n_weights
+        W = torch.zeros(n_weights, K, dtype=torch.float64, device=device) if W0 is None else W0.clone()
+        f, G, Z, active = design.evaluate(W, self.positives, C)
+        if not (torch.isfinite(f).all() and torch.isfinite(G).all()):
+            raise ValueError("the features contain NaN or infinity (or values so large that their products overflow)")
+        if self._xty is None:
+            G0 = G if W0 is None else design.evaluate(torch.zeros_like(W), self.positives, C)[1]
+            self._xty = -G0 / (2 * C)
+        tolerance = self.eps * 2 * C * self._xty.norm(dim=0)
+        status = torch.full((K,), _RUNNING, dtype=torch.int64, device=device)
+        status[G.norm(dim=0) <= tolerance] = _CONVERGED
+        n_iter = torch.zeros(K, dtype=torch.int64, device=device)
+        outer = cg_total = 0
+        while outer < self.max_iter:
+            idx = (status == _RUNNING).nonzero().squeeze(1)
+            if idx.numel() == 0:
+                break
+            if self.preconditioner is None:
+                self.preconditioner = LowRankPreconditioner(design, self.preconditioner_rank)
+            self.preconditioner.set_active(active, C, fresh=outer == 0)
+            outer += 1
+            Gi, Wi, fi = G[:, idx], W[:, idx], f[idx]
+            S, cg = self._cg(Gi, active, idx, C)
+            cg_total += cg
+            XS = design.product(S)
+            step = self._line_search(Wi, S, Z[:, idx], XS, fi, Gi, self.positives[idx], C)
+            moved = step > 0
+            W[:, idx] = Wi + step * S
+            Z[:, idx] = Z[:, idx] + step * XS
+            f_new, G_new, active_new = design.gradient(W[:, idx], Z[:, idx], self.positives[idx], C)
+            actred = fi - f_new
+            f[idx], G[:, idx], active[:, idx] = f_new, G_new, active_new
+            n_iter[idx[moved]] += 1
+            done = moved & (G_new.norm(dim=0) <= tolerance[idx])
+            status[idx[done]] = _CONVERGED
+            # liblinear's: no step found, or a decrease below what float64 can measure.
+            stalled = ~done & (~moved | (actred.abs() <= self.stall_rtol * f_new.abs()))
+            status[idx[stalled]] = _STALLED
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug("Newton iter %d: %d classifiers running, %d CG passes, f %s", outer, idx.numel(), cg,
+                             f.tolist())
+        status[status == _RUNNING] = _MAX_ITER
+        names = [_STATUS_NAMES[int(s)] for s in status.tolist()]
+        return _Solution(W, n_iter.cpu().numpy(), names, outer, cg_total)
+
+    def _cg(self, G: torch.Tensor, active: torch.Tensor, columns: torch.Tensor, C: float) -> tuple[torch.Tensor, int]:
+        """Preconditioned CG on ``H s = -g`` per column, stopped by TRON's quadratic-model test
+        (liblinear's newton.cpp); every vector's projection on the preconditioner's subspace is
+        carried along, so ``P^-1`` costs one product with ``V`` and one with ``V^T``."""
+        P = self.preconditioner
+        S = torch.zeros_like(G)
+        R = -G
+        VtR = P.project(R)
+        Zr, VtZ = P.solve(R, VtR, columns)
+        D = Zr.clone()
+        zTr = (Zr * R).sum(0)
+        running = zTr > 0
+        Q = torch.zeros_like(zTr)  # the quadratic model's value at S, per column
+        iterations = 0
+        while iterations < _MAX_CG_ITER:
+            j = running.nonzero().squeeze(1)
+            if j.numel() == 0:
+                break
+            iterations += 1
+            cols, d = columns[j], D[:, j]
+            Hd = d + 2 * C * self.design.hessian_product(d, active, cols)
+            dHd = (d * Hd).sum(0)
+            curved = dHd > 1e-16  # H >= I, so only a vanishing d fails this
+            alpha = torch.where(curved, zTr[j] / torch.where(curved, dHd, 1.0), 0.0)
+            S[:, j] += alpha * d
+            Rj = R[:, j] - alpha * Hd
+            R[:, j] = Rj
+            VtRj = VtR[:, j] - alpha * P.project(Hd)
+            VtR[:, j] = VtRj
+            Zj, _ = P.solve(Rj, VtRj, cols)
+            znew = (Zj * Rj).sum(0)
+            D[:, j] = Zj + (znew / torch.clamp(zTr[j], min=1e-300)) * d
+            zTr[j] = znew
+            Sj = S[:, j]
+            newQ = -0.5 * ((Sj * Rj).sum(0) - (Sj * G[:, j]).sum(0))
+            improving = (newQ <= 0) & (newQ - Q[j] <= 0) & (iterations * (newQ - Q[j]) < _CG_TOL * newQ)
+            Q[j] = newQ
+            running[j] = curved & improving & (znew > 0)
+        return S, iterations
+
+    def _line_search(self, W: torch.Tensor, S: torch.Tensor, Z: torch.Tensor, XS: torch.Tensor, f: torch.Tensor,
+                     G: torch.Tensor, positives: torch.Tensor, C: float) -> torch.Tensor:
+        """liblinear's backtracking from step 1, per column; 0 where no step gave sufficient decrease."""
+        y = self.design.signs(slice(None), positives)
+        wTw, wTs, sTs, gTs = (W * W).sum(0), (W * S).sum(0), (S * S).sum(0), (G * S).sum(0)
+        step = torch.ones_like(f)
+        searching = torch.ones_like(f, dtype=torch.bool)
+        for _ in range(_MAX_LINE_SEARCH):
+            loss = ((1 - y * (Z + step * XS)).clamp_min(0) ** 2).sum(0)
+            f_new = 0.5 * (wTw + 2 * step * wTs + step * step * sTs) + C * loss
+            searching &= ~(f_new - f <= _ARMIJO_ETA * step * gTs)
+            if not searching.any():
+                return step
+            step = torch.where(searching, 0.5 * step, step)
+        return torch.where(searching, 0.0, step)
