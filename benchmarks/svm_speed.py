@@ -171,9 +171,10 @@ def parse_solver(spec: str) -> tuple[str, dict]:
     overrides: dict = {}
     for option in filter(None, options.split(",")):
         key, _, value = option.partition("=")
-        if key not in ("tol", "solver", "hessian_dtype"):
-            raise ValueError(f"solver {spec!r}: options are tol, solver and hessian_dtype, got {key!r}")
-        overrides[key] = float(value) if key == "tol" else value
+        if key not in ("tol", "solver", "hessian_dtype", "preconditioner_rank"):
+            raise ValueError(f"solver {spec!r}: options are tol, solver, hessian_dtype and preconditioner_rank, "
+                             f"got {key!r}")
+        overrides[key] = float(value) if key == "tol" else int(value) if key == "preconditioner_rank" else value
     return backend, overrides
 
 
@@ -345,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grid", type=float, nargs="+", default=GRID, help="the C grid (default: 7 values)")
     parser.add_argument("--solvers", nargs="+", default=["liblinear", "torch"], metavar="SPEC",
                         help="liblinear, torch, or torch with LinearL2SVM options, e.g. torch:tol=1e-3 "
-                             "torch:solver=primal (default: liblinear torch)")
+                             "torch:solver=primal torch:preconditioner_rank=256 (default: liblinear torch)")
     parser.add_argument("--modes", nargs="+", default=["single", "grid"], choices=["single", "grid"])
     parser.add_argument("--skip", nargs="+", default=[], metavar="SOLVER:MODE",
                         help="pairs not to run, e.g. liblinear:grid (reported as not run, with the reason)")
