@@ -41,18 +41,8 @@ class _Newton(_Tron):
 
     def solve(self, C: float, W0: torch.Tensor | None = None) -> _Solution:
         design, device = self.design, self.design.labels.device
-        K, n_weights = len(self.positives), design.n_weights
-        W = torch.zeros(n_weights, K, dtype=torch.float64, device=device) if W0 is None else W0.clone()
-        f, G, Z, active = design.evaluate(W, self.positives, C)
-        if not (torch.isfinite(f).all() and torch.isfinite(G).all()):
-            raise ValueError("the features contain NaN or infinity (or values so large that their products overflow)")
-        if self._xty is None:
-            G0 = G if W0 is None else design.evaluate(torch.zeros_like(W), self.positives, C)[1]
-            self._xty = -G0 / (2 * C)
-        tolerance = self.eps * 2 * C * self._xty.norm(dim=0)
-        status = torch.full((K,), _RUNNING, dtype=torch.int64, device=device)
-        status[G.norm(dim=0) <= tolerance] = _CONVERGED
-        n_iter = torch.zeros(K, dtype=torch.int64, device=device)
+        W, f, G, Z, active, tolerance, status = self._start(C, W0)
+        n_iter = torch.zeros(len(self.positives), dtype=torch.int64, device=device)
         outer = cg_total = 0
         while outer < self.max_iter:
             idx = (status == _RUNNING).nonzero().squeeze(1)

@@ -88,21 +88,29 @@ class _Tron:
         # liblinear's: once |actred| and |prered| are both below 1e-12 |f|, no progress is measurable.
         self.stall_rtol = 1e-12
 
-    def solve(self, C: float, W0: torch.Tensor | None = None) -> _Solution:
+    def _start(self, C: float, W0: torch.Tensor | None
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                          torch.Tensor]:
+        """W, f, g, margins, active set, the stopping tolerance and each classifier's status at the
+        start (one exact pass; one more the first time when starting from given weights)."""
         design, device = self.design, self.design.labels.device
-        K, n_weights = len(self.positives), design.n_weights
-        W = torch.zeros(n_weights, K, dtype=torch.float64, device=device) if W0 is None else W0.clone()
+        K = len(self.positives)
+        W = torch.zeros(design.n_weights, K, dtype=torch.float64, device=device) if W0 is None else W0.clone()
         f, G, Z, active = design.evaluate(W, self.positives, C)
         if not (torch.isfinite(f).all() and torch.isfinite(G).all()):
             raise ValueError("the features contain NaN or infinity (or values so large that their products overflow)")
         if self._xty is None:
             G0 = G if W0 is None else design.evaluate(torch.zeros_like(W), self.positives, C)[1]
             self._xty = -G0 / (2 * C)
-        gnorm0 = 2 * C * self._xty.norm(dim=0)
-        tolerance = self.eps * gnorm0
-
+        tolerance = self.eps * 2 * C * self._xty.norm(dim=0)
         status = torch.full((K,), _RUNNING, dtype=torch.int64, device=device)
         status[G.norm(dim=0) <= tolerance] = _CONVERGED
+        return W, f, G, Z, active, tolerance, status
+
+    def solve(self, C: float, W0: torch.Tensor | None = None) -> _Solution:
+        design, device = self.design, self.design.labels.device
+        K = len(self.positives)
+        W, f, G, Z, active, tolerance, status = self._start(C, W0)
         delta = G.norm(dim=0)
         first_step = torch.ones(K, dtype=torch.bool, device=device)
         n_iter = torch.zeros(K, dtype=torch.int64, device=device)
