@@ -21,8 +21,7 @@ import torch
 
 from .design import _Design
 from .precondition import LowRankPreconditioner
-from .tron import (_CG_TOL, _CONVERGED, _MAX_CG_ITER, _MAX_ITER, _RUNNING, _STALLED, _STATUS_NAMES, _Solution,
-                   _Tron)
+from .tron import _CONVERGED, _MAX_CG_ITER, _RUNNING, _STALLED, _model_decrease, _Solution, _Tron
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +71,7 @@ class _Newton(_Tron):
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug("Newton iter %d: %d classifiers running, %d CG passes, f %s", outer, idx.numel(), cg,
                              f.tolist())
-        status[status == _RUNNING] = _MAX_ITER
-        names = [_STATUS_NAMES[int(s)] for s in status.tolist()]
-        return _Solution(W, n_iter.cpu().numpy(), names, outer, cg_total)
+        return self._finish(W, status, n_iter, outer, cg_total)
 
     def _cg(self, G: torch.Tensor, active: torch.Tensor, columns: torch.Tensor, C: float) -> tuple[torch.Tensor, int]:
         """Preconditioned CG on ``H s = -g`` per column, stopped by TRON's quadratic-model test
@@ -109,10 +106,7 @@ class _Newton(_Tron):
             znew = (Zj * Rj).sum(0)
             D[:, j] = Zj + (znew / torch.clamp(zTr[j], min=1e-300)) * d
             zTr[j] = znew
-            Sj = S[:, j]
-            newQ = -0.5 * ((Sj * Rj).sum(0) - (Sj * G[:, j]).sum(0))
-            improving = (newQ <= 0) & (newQ - Q[j] <= 0) & (iterations * (newQ - Q[j]) < _CG_TOL * newQ)
-            Q[j] = newQ
+            Q[j], improving = _model_decrease(S[:, j], Rj, G[:, j], Q[j], iterations)
             running[j] = curved & improving & (znew > 0)
         return S, iterations
 
