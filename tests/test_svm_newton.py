@@ -91,9 +91,8 @@ def test_preconditioner_is_the_hessian_on_its_subspace(positive_features):
     np.testing.assert_allclose(pre._G[3].numpy(), (A.T @ A).numpy(), rtol=0, atol=1e-5 * scale)
     P = torch.eye(V.shape[0], dtype=torch.float64) + V @ pre.G2[3] @ V.T
     r = torch.from_numpy(rng.standard_normal((V.shape[0], 1)))
-    z, Vtz = pre.solve(r, pre.project(r), torch.tensor([3]))
+    z = pre.solve(r, pre.project(r), torch.tensor([3]))
     np.testing.assert_allclose((P @ z).numpy(), r.numpy(), atol=1e-8)
-    np.testing.assert_allclose(Vtz.numpy(), (V.T @ z).numpy(), atol=1e-10)
 
 
 def test_bad_preconditioner_rank_is_refused(positive_features):

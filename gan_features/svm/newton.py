@@ -75,13 +75,13 @@ class _Newton(_Tron):
 
     def _cg(self, G: torch.Tensor, active: torch.Tensor, columns: torch.Tensor, C: float) -> tuple[torch.Tensor, int]:
         """Preconditioned CG on ``H s = -g`` per column, stopped by TRON's quadratic-model test
-        (liblinear's newton.cpp); every vector's projection on the preconditioner's subspace is
+        (liblinear's newton.cpp); the residual's projection on the preconditioner's subspace is
         carried along, so ``P^-1`` costs one product with ``V`` and one with ``V^T``."""
         P = self.preconditioner
         S = torch.zeros_like(G)
         R = -G
         VtR = P.project(R)
-        Zr, VtZ = P.solve(R, VtR, columns)
+        Zr = P.solve(R, VtR, columns)
         D = Zr.clone()
         zTr = (Zr * R).sum(0)
         running = zTr > 0
@@ -102,7 +102,7 @@ class _Newton(_Tron):
             R[:, j] = Rj
             VtRj = VtR[:, j] - alpha * P.project(Hd)
             VtR[:, j] = VtRj
-            Zj, _ = P.solve(Rj, VtRj, cols)
+            Zj = P.solve(Rj, VtRj, cols)
             znew = (Zj * Rj).sum(0)
             D[:, j] = Zj + (znew / torch.clamp(zTr[j], min=1e-300)) * d
             zTr[j] = znew

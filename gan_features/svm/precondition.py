@@ -54,24 +54,23 @@ class LowRankPreconditioner:
         p, n = design.n_weights, design.rows.n_rows
         rank = max(1, min(rank, p // RANK_DIVISOR, n // RANK_DIVISOR))
         generator = torch.Generator(device="cpu").manual_seed(seed)
-        Q = torch.randn(p, rank, generator=generator, dtype=torch.float32).to(device)
-        for _ in range(power_passes):
-            Q = torch.linalg.qr(design.gram_product(Q).to(torch.float32))[0]
-        XQ = torch.empty(n, rank, dtype=torch.float32, device=device)
-        B = (Q.T @ design.gram_product(Q, keep=XQ).to(torch.float32)).to(torch.float64)
-        eigenvalues, E = torch.linalg.eigh(0.5 * (B + B.T))
         # V in float64: P^-1 r = r - V V^T r + V (I + 2C G)^-1 V^T r must leave no rounding of
         # r's own V-component behind, since P magnifies that subspace by up to 2C times the top
         # eigenvalue (1e6 and more); float32 there stalled TRON on separable data.
-        Q64, _ = torch.linalg.qr(Q.to(torch.float64))
-        self.V = Q64 @ E  # p x r, orthonormal columns
-        self.XV = XQ @ E.to(torch.float32)  # n x r
+        Q = torch.randn(p, rank, generator=generator, dtype=torch.float64).to(device)
+        for _ in range(power_passes):
+            Q = torch.linalg.qr(design.gram_product(Q))[0]
+        XQ = torch.empty(n, rank, dtype=torch.float32, device=device)
+        B = Q.T @ design.gram_product(Q, keep=XQ)  # X~ Q is kept from the same pass, for G
+        eigenvalues, E = torch.linalg.eigh(0.5 * (B + B.T))
+        self.V = Q @ E  # p x r, orthonormal columns
+        self.XV = XQ @ E.to(torch.float32)  # n x r, X~ V
         self.eigenvalues = eigenvalues
         self.rank = rank
         self._active: torch.Tensor | None = None
         self._G: torch.Tensor | None = None  # k x r x r, float64
         self.seconds = time.perf_counter() - started
-        # The setup's own passes, kept apart from TRON's so that a C's pass counts do not depend on
+        # The setup's own passes, kept apart from the solver's so that a C's pass counts do not depend on
         # whether its fit happened to build the preconditioner.
         self.setup_stats = PassStats(**{key: getattr(design.stats, key) - getattr(before, key)
                                         for key in asdict(before)})
@@ -97,13 +96,13 @@ class LowRankPreconditioner:
         eye = torch.eye(self.rank, dtype=torch.float64, device=self.XV.device)
         self.F = torch.cholesky_inverse(torch.linalg.cholesky(eye + self.G2)) - eye  # (I + 2C G)^-1 - I
 
-    # The CG keeps every vector's projection on V, so each iteration needs one product with V and
-    # one with V^T (see _Tron._truncated_cg).
+    # The CG carries its residual's projection on V, so each iteration needs one product with V and
+    # one with V^T (see _Newton._cg).
     def project(self, R: torch.Tensor) -> torch.Tensor:
         """``V^T R`` (r x m)."""
         return self.V.T @ R
 
-    def solve(self, R: torch.Tensor, VtR: torch.Tensor, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(P^-1 R, V^T P^-1 R)`` for the classifiers ``columns`` given ``V^T R``."""
+    def solve(self, R: torch.Tensor, VtR: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+        """``P^-1 R`` for the classifiers ``columns``, given ``V^T R``."""
         FVtR = torch.bmm(self.F[columns], VtR.T.unsqueeze(2)).squeeze(2).T
-        return R + self.V @ FVtR, VtR + FVtR
+        return R + self.V @ FVtR
