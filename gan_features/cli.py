@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(an unknown key lists the protocol's parameters)")
     p.add_argument("--backend", default=None, help="torch or liblinear (scikit-learn's LinearSVC); default: the "
                                                    "estimator's")
+    p.add_argument("--no-gram-cache", dest="gram_cache", action="store_false",
+                   help="neither read nor keep the Gram matrix of the training rows that the fits share "
+                        "(default: kept beside the training store, in TRAIN.gram/, 4 n^2 bytes for n rows)")
     p.add_argument("--results", default=None, help="also write the table as NAME.md/.csv into this folder")
     p.add_argument("--name", default=None, help="table name (default: svm-PROTOCOL)")
 
@@ -387,7 +390,8 @@ def cmd_svm(args) -> None:
 
     protocol = get_protocol(args.protocol, **{"seed": args.seed, "Cs": args.Cs, **dict(args.overrides)})
     svm_params = {"backend": args.backend} if args.backend else None
-    result = protocol.run(args.train, args.test, svm_params=svm_params, progress=not args.quiet)
+    result = protocol.run(args.train, args.test, svm_params=svm_params, progress=not args.quiet,
+                          gram_cache=args.gram_cache)
     print(result.describe())
     if args.results:
         for path in write_result(result, args.results, name=args.name):

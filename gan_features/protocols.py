@@ -17,7 +17,7 @@ Scores are percentages (accuracy for the CIFAR-10 protocols, error for SVHN, as 
 them). Spreads are numpy's default population std (ddof=0), as in the original analysis.
 
 Memory: a feature matrix is held once. Rows are read straight into one array in the order needed
-(:func:`_load_rows`), fit and validation parts of it are views, and the test store is streamed.
+(:func:`~gan_features.store.read_rows`), fit and validation parts of it are views, and the test store is streamed.
 """
 from __future__ import annotations
 
@@ -34,17 +34,17 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from .errors import GanFeaturesError
 from .report import provenance
-from .store import FeatureStore, StoreLike, check_store_pair
+from .store import FeatureStore, StoreLike, check_store_pair, read_rows, rows_per_block
 from .store import opened_store as _opened
 from .store import store_pair_provenance as _store_provenance
-from .svm import LinearL2SVM, fit_c_path
+from .svm import GRAM_MAX_ROW_FRACTION, LinearL2SVM, StoreGram, fit_c_path
 
 PAPER_CS: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)  # the original SVHN analysis' grid
-READ_BLOCK_BYTES = 64 << 20  # rows read (or predicted) per block: bounded scratch memory at any width
 
 
 # --------------------------------------------------------------------------------------------- results
@@ -201,27 +201,34 @@ class Protocol(abc.ABC):
 
     # -- running
     def run(self, train: StoreLike, test: StoreLike, svm_params: dict | None = None,
-            progress: bool = True, checkpoint_dir: str | os.PathLike | None = None) -> ProtocolResult:
+            progress: bool = True, checkpoint_dir: str | os.PathLike | None = None,
+            gram_cache: bool = True) -> ProtocolResult:
         """Choose C on the training store, then score the chosen-C models on the test store.
 
         ``checkpoint_dir``: keep every fitted C of the selection paths there, and reuse those a
         stopped run of the same protocol on the same stores left (a full-scale ``cifar10`` path
         takes hours on a CPU). One directory per (protocol, stores, SVM settings).
+        ``gram_cache``: read and keep the training rows' shared Gram matrix beside the training
+        store (:func:`shared_gram`); False forms it afresh and keeps nothing.
         """
         started = time.perf_counter()
         svm_params = _check_svm_params(svm_params)
         with _opened(train) as train_store, _opened(test) as test_store:
             self.check_stores(train_store, test_store)
             plan = self.plan(train_store.labels)
+            gram = shared_gram(plan, train_store, svm_params, cache=gram_cache, progress=progress)
+            gram_provenance = None if gram is None else gram.provenance()
             with tqdm(total=plan.fits, desc=self.name, unit="fit", disable=not progress, leave=False) as bar:
                 if checkpoint_dir is not None and LinearL2SVM(**svm_params).backend != "torch":
                     checkpoint_dir = None  # liblinear fits cannot be resumed from saved weights
                 tally = _FitTally(bar)
                 correct, chosen_C, models, final_validation = self._fit(
-                    plan, train_store, svm_params, tally, None if checkpoint_dir is None else Path(checkpoint_dir))
+                    plan, train_store, svm_params, tally, None if checkpoint_dir is None else Path(checkpoint_dir),
+                    gram)
+            del gram  # n^2 floats: freed before the test store is read
             # The first and only read of the test set: C and every model are fixed by now.
             test_scores = [self._score(c, len(test_store)) for c in _store_correct(models, test_store)]
-            stores = _store_provenance(train_store, test_store)
+            stores = {**_store_provenance(train_store, test_store), "shared_gram": gram_provenance}
         n_val = len(plan.validation)
         scores = {C: [self._score(c, n_val) for c in counts] for C, counts in correct.items()}
         validation = pd.DataFrame([{"C": C, "mean": float(np.mean(s)), "std": float(np.std(s)),
@@ -237,26 +244,28 @@ class Protocol(abc.ABC):
             resumed_fits=tally.resumed, resumed_fit_seconds=tally.resumed_seconds)
 
     def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, on_fit: "_FitTally",
-             checkpoint_dir: Path | None) -> tuple[dict[float, list[int]], float, list, list[int] | None]:
+             checkpoint_dir: Path | None, gram: StoreGram | None
+             ) -> tuple[dict[float, list[int]], float, list, list[int] | None]:
         """Selection fits scored on validation, the choice of C, the final fits (selection paths
-        checkpointed per C in ``checkpoint_dir``, one subdirectory per path; ``on_fit`` after each fit).
+        checkpointed per C in ``checkpoint_dir``, one subdirectory per path; ``on_fit`` after each
+        fit; each fit on its own rows of ``gram`` when there is one).
 
         Returns correct validation predictions per C (one count per fit), the chosen C, the final
         models and their correct validation predictions (None when they trained on validation rows).
         """
-        X_val, y_val = _load_rows(store, plan.validation)
+        X_val, y_val = read_rows(store, plan.validation)
         correct: dict[float, list[int]] = {C: [] for C in self.Cs}
         for index, (rows, Cs) in enumerate(plan.selection):
-            X, y = _load_rows(store, rows)
+            X, y = read_rows(store, rows)
             path = fit_c_path(X, y, list(Cs), on_fit=on_fit, checkpoint_dir=_path_directory(checkpoint_dir, index),
-                              **svm_params)
+                              gram=_rows_of(gram, rows), **svm_params)
             for C, model in zip(Cs, path):
                 correct[C].append(_correct(model, X_val, y_val))
         chosen_C = self._choose(correct, len(y_val))
         models, final_correct = [], []
         for rows in plan.final:
-            X, y = _load_rows(store, rows)
-            models.append(LinearL2SVM(C=chosen_C, **svm_params).fit(X, y))
+            X, y = read_rows(store, rows)
+            models.append(LinearL2SVM(C=chosen_C, **svm_params).fit(X, y, gram=_rows_of(gram, rows)))
             final_correct.append(_correct(models[-1], X_val, y_val))
             on_fit(models[-1])
         return correct, chosen_C, models, final_correct
@@ -303,22 +312,22 @@ class Cifar10(Protocol):
         return Plan(validation=order[n - n_val:], selection=((order[:n - n_val], self.Cs),), final=(order,))
 
     def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, on_fit: "_FitTally",
-             checkpoint_dir: Path | None) -> tuple[dict[float, list[int]], float, list, None]:
+             checkpoint_dir: Path | None, gram: StoreGram | None) -> tuple[dict[float, list[int]], float, list, None]:
         (fit_rows, Cs), = plan.selection
         n_fit = len(fit_rows)
         assert np.array_equal(plan.final[0][:n_fit], fit_rows), "cifar10 plan: fit rows must lead the final order"
         # One copy of the training matrix (6.9 GB at paper scale): the C path fits a view of its first
         # 90% and scores the last 10%; the final model refits the whole, all without a second copy.
-        X, y = _load_rows(store, plan.final[0])
+        X, y = read_rows(store, plan.final[0])
         X_val, y_val = X[n_fit:], y[n_fit:]
         path = fit_c_path(X[:n_fit], y[:n_fit], list(Cs), on_fit=on_fit,
-                          checkpoint_dir=_path_directory(checkpoint_dir, 0), **svm_params)
+                          checkpoint_dir=_path_directory(checkpoint_dir, 0), gram=_rows_of(gram, fit_rows), **svm_params)
         correct = {C: [_correct(model, X_val, y_val)] for C, model in zip(Cs, path)}
         chosen_C = self._choose(correct, len(y_val))
         model = path[list(Cs).index(chosen_C)]
         if model.backend == "torch":  # from the 90% solution: measured 18% fewer passes (2,000 x 28,672)
             model.set_params(warm_start=True)
-        model.fit(X, y)
+        model.fit(X, y, gram=_rows_of(gram, plan.final[0]))
         on_fit(model)
         return correct, chosen_C, [model], None
 
@@ -421,6 +430,42 @@ class FewLabels(Cifar10_400):
     name: ClassVar[str] = "few-labels"
 
 
+# ------------------------------------------------------------------------------------ shared Gram matrix
+SHARED_GRAM_MAX_BYTES = 8 << 30  # largest shared float32 Gram matrix (~46,000 rows)
+
+
+def shared_gram(plan: Plan, store: FeatureStore, svm_params: dict, cache: bool = True,
+                progress: bool = False) -> StoreGram | None:
+    """One Gram matrix over every training row the plan fits on, whose principal submatrices are
+    each fit's (see :mod:`gan_features.svm.store_gram`); None where the fits do not use one.
+
+    Used when the Gram solver fits every model of the plan (``"auto"``: each fit has at most
+    n_features / 2 rows), and either a cached matrix covers the rows or forming one over their
+    union costs no more than one per fit (|union|^2 <= sum of |rows|^2: true of ``cifar10`` at
+    any n up to d / 2, where 90% of the rows and then all are fitted; not of ``cifar10-400`` at
+    full scale, whose 15 draws of 4,000 rows span ~32,000). Only training rows are ever in it.
+    """
+    model = LinearL2SVM(**svm_params)
+    settings = model.solver_settings()
+    if model.backend != "torch" or settings.solver == "primal":
+        return None
+    fit_rows = [rows for rows, _ in plan.selection] + list(plan.final)
+    if settings.solver == "auto" and max(map(len, fit_rows)) > GRAM_MAX_ROW_FRACTION * store.dimension:
+        return None
+    union = np.unique(np.concatenate(fit_rows))
+    gram = StoreGram.cached(store, union) if cache else None
+    if gram is None and len(union) ** 2 <= sum(len(rows) ** 2 for rows in fit_rows) \
+            and 4 * len(union) ** 2 <= SHARED_GRAM_MAX_BYTES:
+        gram = StoreGram.compute(store, union, progress=progress)
+        if cache:
+            gram.save(store)
+    return gram
+
+
+def _rows_of(gram: StoreGram | None, rows: np.ndarray) -> torch.Tensor | None:
+    return None if gram is None else gram.submatrix(rows)
+
+
 # ---------------------------------------------------------------------------------------------- helpers
 def _set(protocol: Protocol, key: str, value: Any) -> None:
     object.__setattr__(protocol, key, value)  # normalising a frozen dataclass's own field in __post_init__
@@ -471,27 +516,6 @@ class _FitTally:
                 else self.resumed_seconds + seconds
 
 
-def _block_rows(store: FeatureStore) -> int:
-    return max(1, READ_BLOCK_BYTES // (store.dimension * store.features.dtype.itemsize))
-
-
-def _load_rows(store: FeatureStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Features (float32) and labels of ``rows``, in that order, read into ONE in-memory array.
-
-    ``FeatureStore.load`` materialises the rows once sorted and once more reordered; for selections
-    of most of a store (45,000 of 50,000 CIFAR rows) that second copy is gigabytes. Here sorted
-    blocks are read (h5py wants increasing indices) and each is put in place.
-    """
-    rows = np.asarray(rows, dtype=np.int64)
-    order = np.argsort(rows, kind="stable")
-    features = np.empty((len(rows), store.dimension), dtype=np.float32)
-    step = _block_rows(store)
-    for start in range(0, len(rows), step):
-        positions = order[start:start + step]
-        features[positions] = store.features[rows[positions]]
-    return features, store.labels[rows]
-
-
 def _path_directory(checkpoint_dir: Path | None, index: int) -> Path | None:
     """Where selection path ``index`` keeps its fitted Cs."""
     return None if checkpoint_dir is None else checkpoint_dir / f"selection-{index}"
@@ -504,7 +528,7 @@ def _correct(model: LinearL2SVM, X: np.ndarray, y: np.ndarray) -> int:
 def _store_correct(models: Sequence[LinearL2SVM], store: FeatureStore) -> list[int]:
     """Correct predictions of each model over a whole store, streamed block by block in one pass."""
     correct = np.zeros(len(models), dtype=np.int64)
-    step = _block_rows(store)
+    step = rows_per_block(store)
     for start in range(0, len(store), step):
         X, y = store.features[start:start + step], store.labels[start:start + step]
         for i, model in enumerate(models):

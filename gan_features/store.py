@@ -27,6 +27,7 @@ from .errors import GanFeaturesError
 REQUIRED_ATTRS = ("checkpoint_sha256", "architecture", "feature_spec", "dataset", "split", "count",
                   "dimension", "package_version", "created")
 CHUNK_BYTES = 4 << 20  # ~4 MiB row chunks: big enough for streaming, small enough for row slices
+READ_BLOCK_BYTES = 64 << 20  # rows read per block by read_rows
 
 
 def _package_version() -> str:
@@ -190,6 +191,28 @@ def load_store(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
     with FeatureStore(path) as store:
         features, labels = store.load()
         return features, labels, store.attrs
+
+
+def rows_per_block(store: FeatureStore) -> int:
+    """Rows of ``store`` in :data:`READ_BLOCK_BYTES`: reads (and predictions) in bounded memory at any width."""
+    return max(1, READ_BLOCK_BYTES // (store.dimension * store.features.dtype.itemsize))
+
+
+def read_rows(store: FeatureStore, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Features (float32) and labels of ``rows``, in that order, read into ONE in-memory array.
+
+    ``FeatureStore.load`` materialises the rows once sorted and once more reordered; for selections
+    of most of a store (45,000 of 50,000 CIFAR rows) that second copy is gigabytes. Here sorted
+    blocks are read (h5py wants increasing indices) and each is put in place.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")
+    features = np.empty((len(rows), store.dimension), dtype=np.float32)
+    step = rows_per_block(store)
+    for start in range(0, len(rows), step):
+        positions = order[start:start + step]
+        features[positions] = store.features[rows[positions]]
+    return features, store.labels[rows]
 
 
 # ------------------------------------------------------------------- a (training, test) pair of stores

@@ -171,8 +171,10 @@ def test_cifar10_protocols_from_the_cli_on_extracted_stores(tmp_path, capsys):
     assert code == 0, err
     train, test = str(tmp_path / "cifar-train.h5"), str(tmp_path / "cifar-test.h5")
     code, out, err = run(capsys, "svm", "--quiet", "--protocol", "cifar10", "--train", train, "--test", test,
-                         "--C", "1e-3,1e-2", "--results", str(tmp_path / "results"), "--name", "all-labels")
+                         "--C", "1e-3,1e-2", "--results", str(tmp_path / "results"), "--name", "all-labels",
+                         "--no-gram-cache")
     assert code == 0, err
+    assert not (tmp_path / "cifar-train.h5.gram").exists()  # the shared Gram matrix was not kept
     assert "chosen C = " in out and "(one fit)" in out  # chosen on the held-out 10%, refit on all 200 rows
     assert float(out.split("test accuracy:")[1].split("%")[0]) > 50  # colours are easy; chance is 10%
     assert (tmp_path / "results" / "all-labels.csv").exists()

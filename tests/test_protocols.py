@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from gan_features import protocols as protocols_module
 from gan_features.errors import GanFeaturesError
-from gan_features.protocols import (PAPER_CS, PROTOCOLS, Cifar10, Cifar10_400, Svhn1000, _load_rows, get_protocol)
-from gan_features.store import FeatureStore, load_store, write_features
+from gan_features.protocols import PAPER_CS, PROTOCOLS, Cifar10, Cifar10_400, Svhn1000, get_protocol
+from gan_features import store as store_module
+from gan_features.store import FeatureStore, load_store, read_rows, write_features
 from gan_features.svm import LinearL2SVM
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -265,14 +265,14 @@ def test_cifar10_400_draws_are_disjoint_from_validation_and_shared_across_C(stor
 
 
 # ---------------------------------------------------------------------------------- loading and results
-def test_load_rows_returns_requested_rows_in_order(tmp_path, monkeypatch):
+def test_read_rows_returns_requested_rows_in_order(tmp_path, monkeypatch):
     features = np.arange(50, dtype=np.float32)[:, None] * np.ones((1, 8), dtype=np.float32)
     labels = np.arange(50) % 3
     path = store(tmp_path, "rows", features, labels)
-    monkeypatch.setattr(protocols_module, "READ_BLOCK_BYTES", 3 * 8 * 4)  # 3 rows per block: many blocks
+    monkeypatch.setattr(store_module, "READ_BLOCK_BYTES", 3 * 8 * 4)  # 3 rows per block: many blocks
     rows = np.array([41, 7, 0, 49, 8, 23, 5])
     with FeatureStore(path) as opened:
-        got, got_labels = _load_rows(opened, rows)
+        got, got_labels = read_rows(opened, rows)
     assert got.dtype == np.float32 and got.flags.c_contiguous
     assert np.array_equal(got[:, 0], rows) and np.array_equal(got_labels, labels[rows])
 

@@ -10,17 +10,18 @@ the ``"liblinear"`` backend runs as the reference; the ``"torch"`` backend solve
 
 Modules: :mod:`.estimator` (:class:`LinearL2SVM`), :mod:`.path` (C paths), :mod:`.objective`
 (objective, accuracy); the solver: :mod:`.problem` (primal or Gram, one C after another),
-:mod:`.tron`, :mod:`.gram`, :mod:`.design` (products with ``X~``), :mod:`.rows` (in memory or
+:mod:`.tron`, :mod:`.gram`, :mod:`.store_gram` (one Gram matrix shared by many fits), :mod:`.design` (products with ``X~``), :mod:`.rows` (in memory or
 from an HDF5 store), :mod:`.tensors` (devices, dtypes).
 """
 from .design import COLUMN_MULTIPLE, PassStats
 from .estimator import BACKENDS, SOLVERS, LinearL2SVM
-from .gram import GRAM_BLOCK_ROWS
+from .gram import GRAM_BLOCK_ROWS, GRAM_MAX_ROW_FRACTION
 from .objective import evaluate, primal_objective
 from .path import count_saved_fits, fit_c_path, fit_c_path_store
 from .rows import DEFAULT_STORE_BLOCK_BYTES
+from .store_gram import StoreGram
 from .tensors import HESSIAN_DTYPES
 
-__all__ = ["BACKENDS", "COLUMN_MULTIPLE", "DEFAULT_STORE_BLOCK_BYTES", "GRAM_BLOCK_ROWS", "HESSIAN_DTYPES",
-           "LinearL2SVM", "PassStats", "SOLVERS", "count_saved_fits", "evaluate", "fit_c_path", "fit_c_path_store",
-           "primal_objective"]
+__all__ = ["BACKENDS", "COLUMN_MULTIPLE", "DEFAULT_STORE_BLOCK_BYTES", "GRAM_BLOCK_ROWS", "GRAM_MAX_ROW_FRACTION",
+           "HESSIAN_DTYPES", "LinearL2SVM", "PassStats", "SOLVERS", "StoreGram", "count_saved_fits", "evaluate",
+           "fit_c_path", "fit_c_path_store", "primal_objective"]

@@ -30,9 +30,10 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 
 from .design import PassStats
+from .gram import check_gram
 from .problem import _in_memory_problem, _primal_problem
 from .rows import DEFAULT_STORE_BLOCK_BYTES, _RowSource, _streamed_rows
-from .tensors import HESSIAN_DTYPES, _as_tensor
+from .tensors import HESSIAN_DTYPES, _as_tensor, _float_on
 from .tron import SolverSettings, _Solution
 
 BACKENDS = ("torch", "liblinear")
@@ -180,17 +181,34 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
 
     # ---- fitting --------------------------------------------------------------------------
 
-    def fit(self, X, y) -> "LinearL2SVM":
-        """Fit on an in-memory matrix (numpy array, array-like or torch tensor) and labels."""
+    def fit(self, X, y, gram=None) -> "LinearL2SVM":
+        """Fit on an in-memory matrix (numpy array, array-like or torch tensor) and labels.
+
+        ``gram``: ``X X^T`` (n x n) when it is already at hand, e.g. a principal submatrix of a
+        store's (:class:`~gan_features.svm.StoreGram`): the Gram solver factors it instead of
+        forming it (``"torch"``, solver ``"auto"`` or ``"gram"``; checked against a few columns
+        recomputed from ``X``)."""
         settings = self.solver_settings()
         previous = self._previous_fit()
         X, index = self.validate_fit_data(X, y)
         if self.backend == "liblinear":
+            if gram is not None:
+                raise ValueError("gram needs backend='torch' (LinearSVC has no Gram solver)")
             return self._fit_liblinear(X, y=self.classes_[index])
         start = self._start_weights(previous)
-        problem = _in_memory_problem(_as_tensor(X), index, len(self.classes_), settings)
+        problem = self.in_memory_problem(X, index, settings, gram)
         self.set_solution(*problem.solve(float(self.C), start))
         return self
+
+    def in_memory_problem(self, X, index: np.ndarray, settings: SolverSettings, gram=None):
+        """The torch problem for validated in-memory data (``validate_fit_data``'s output), on
+        ``gram`` when given (checked to be ``X X^T`` of these rows)."""
+        X = _float_on(_as_tensor(X), torch.device(settings.device))  # once, where the solver runs
+        if gram is not None:
+            if settings.solver == "primal":
+                raise ValueError("gram is for the Gram solver: use solver='auto' or 'gram', or give no gram")
+            gram = check_gram(gram, X)
+        return _in_memory_problem(X, index, len(self.classes_), settings, gram)
 
     def fit_store(self, store, rows: np.ndarray | slice | None = None, *,
                   block_bytes: int = DEFAULT_STORE_BLOCK_BYTES, prefetch: bool = True) -> "LinearL2SVM":

@@ -21,9 +21,8 @@ import torch
 from sklearn.base import clone
 
 from .estimator import LinearL2SVM
-from .problem import _in_memory_problem, _primal_problem, _Problem
+from .problem import _primal_problem, _Problem
 from .rows import DEFAULT_STORE_BLOCK_BYTES, _streamed_rows
-from .tensors import _as_tensor
 
 
 class _PathCheckpoint:
@@ -109,12 +108,12 @@ def _first_seen(Cs: Sequence[float]) -> Iterator[tuple[float, bool]]:
 
 
 def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], None] | None = None,
-               checkpoint_dir: str | os.PathLike | None = None, **params) -> list[LinearL2SVM]:
+               checkpoint_dir: str | os.PathLike | None = None, gram=None, **params) -> list[LinearL2SVM]:
     """One fitted :class:`LinearL2SVM` per C, in the order given; ``on_fit(model)`` after each fit.
 
     ``checkpoint_dir`` (``"torch"`` only): save each fitted C there, and load the Cs a stopped run
     saved instead of refitting them (only if rows, labels and settings match; keep one directory
-    per data set).
+    per data set). ``gram``: ``X X^T`` when already at hand, as in :meth:`LinearL2SVM.fit`.
 
     With ``backend="torch"`` the data are validated and wrapped once (one bfloat16 copy for the
     whole path) and each C starts from the previous solution, in ascending C order (the
@@ -129,6 +128,8 @@ def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], Non
     if template.backend == "liblinear":
         if checkpoint_dir is not None:
             raise ValueError("checkpoint_dir needs backend='torch'")
+        if gram is not None:
+            raise ValueError("gram needs backend='torch' (LinearSVC has no Gram solver)")
         models = []
         for C in Cs:
             models.append(clone(template).set_params(C=C).fit(X, y))
@@ -136,7 +137,7 @@ def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], Non
                 on_fit(models[-1])
         return models
     X, index = template.validate_fit_data(X, y)
-    problem = _in_memory_problem(_as_tensor(X), index, len(template.classes_), settings)
+    problem = template.in_memory_problem(X, index, settings, gram)
     return _fit_path(template, problem, Cs, on_fit, checkpoint_dir)
 
 

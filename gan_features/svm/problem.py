@@ -100,14 +100,17 @@ def _stats_since(before: PassStats, after: PassStats) -> PassStats:
     return PassStats(**{key: getattr(after, key) - getattr(before, key) for key in asdict(after)})
 
 
-def _in_memory_problem(X: torch.Tensor, index: np.ndarray, n_classes: int, settings: SolverSettings) -> _Problem:
+def _in_memory_problem(X: torch.Tensor, index: np.ndarray, n_classes: int, settings: SolverSettings,
+                       gram: torch.Tensor | None = None) -> _Problem:
     """The primal or Gram problem for an in-memory matrix, as ``settings.solver`` asks; ``index``:
-    each row's class (0 .. n_classes - 1)."""
+    each row's class (0 .. n_classes - 1). ``gram``: ``X X^T`` already at hand (checked by
+    :func:`.gram.check_gram`): the Gram solver then factors it instead of forming it, at any n."""
     device = torch.device(settings.device)
     X = _float_on(X, device)
     n, d = X.shape
-    if settings.solver == "gram" or (settings.solver == "auto" and n <= GRAM_MAX_ROW_FRACTION * d):
-        factor = _GramFactor.compute(X, settings.intercept_scaling)
+    if gram is not None or settings.solver == "gram" or (settings.solver == "auto" and n <= GRAM_MAX_ROW_FRACTION * d):
+        factor = _GramFactor.compute(X, settings.intercept_scaling) if gram is None else \
+            _GramFactor.from_gram(X, settings.intercept_scaling, gram)
         if factor is not None:
             return _GramProblem(factor, index, n_classes, settings)
         if settings.solver == "gram":

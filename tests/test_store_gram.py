@@ -1,0 +1,221 @@
+"""One Gram matrix per training store: formed once, cached beside the store, each fit on its own rows."""
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from gan_features import protocols
+from gan_features.protocols import get_protocol, shared_gram
+from gan_features.store import FeatureStore, write_features
+from gan_features.svm import LinearL2SVM, StoreGram, fit_c_path
+from gan_features.svm.store_gram import cache_directory
+
+from test_svm import assert_same_solution
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+CLASSES, DIM = 4, 1400  # wide: every fit below has at most DIM / 2 rows, so "auto" picks the Gram solver
+ATTRS = dict(checkpoint_sha256="cd" * 32, architecture="radford-imagenet32", feature_spec={"grid": 4},
+             dataset="toy")
+SMALL = {"cifar10": dict(validation_fraction=0.2),
+         "cifar10-400": dict(n_per_class=60, validation_size=120, selection_draws=2, test_draws=2)}
+GRID = (1e-4, 1e-3, 1e-2)
+
+
+def blobs(per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Non-negative, overlapping classes (as max-pooled activations are): C matters."""
+    centres = np.random.default_rng(7).gamma(1.0, 1.0, (CLASSES, DIM))
+    labels = np.repeat(np.arange(CLASSES), per_class)
+    rng = np.random.default_rng(seed)
+    features = np.abs(centres[labels] + rng.normal(0.0, 2.0, (len(labels), DIM)))
+    order = rng.permutation(len(labels))
+    return features[order].astype(np.float32), labels[order]
+
+
+def make_store(directory, name: str, per_class: int, seed: int, split: str, overwrite: bool = False) -> str:
+    return str(write_features(directory / f"{name}.h5", *blobs(per_class, seed), {**ATTRS, "split": split},
+                              overwrite=overwrite))
+
+
+@pytest.fixture
+def stores(tmp_path) -> dict[str, str]:
+    """train (600 rows) and test (200 rows), in a fresh folder: no cached Gram matrix yet."""
+    return {"train": make_store(tmp_path, "train", 150, seed=1, split="train"),
+            "test": make_store(tmp_path, "test", 50, seed=2, split="test")}
+
+
+def small(name: str):
+    return get_protocol(name, Cs=GRID, **SMALL[name])
+
+
+# ---------------------------------------------------------------------------------- the matrix itself
+def test_submatrix_is_the_gram_matrix_of_those_rows_in_that_order(stores):
+    with FeatureStore(stores["train"]) as train:
+        X = train.features[:].astype(np.float64)
+        rows = np.array([5, 599, 17, 3, 250, 400])
+        gram = StoreGram.compute(train, np.arange(0, 600, 1))
+        assert torch.equal(gram.K, gram.K.T)
+        wanted = np.array([599, 3, 250, 17])
+        np.testing.assert_allclose(gram.submatrix(wanted).numpy(), X[wanted] @ X[wanted].T, rtol=1e-5)
+        partial = StoreGram.compute(train, rows)
+        assert partial.rows.tolist() == sorted(rows.tolist())
+        with pytest.raises(ValueError, match="outside this Gram matrix's row set"):
+            partial.submatrix(np.array([5, 6]))
+
+
+def test_cache_finds_the_smallest_covering_matrix_and_forgets_a_rewritten_store(stores, tmp_path):
+    with FeatureStore(stores["train"]) as train:
+        assert StoreGram.cached(train, np.arange(10)) is None
+        whole, half = StoreGram.compute(train, np.arange(600)), StoreGram.compute(train, np.arange(300))
+        whole_file, half_file = whole.save(train), half.save(train)
+        assert whole_file.parent == cache_directory(train) == tmp_path / "train.h5.gram"
+        found = StoreGram.cached(train, np.array([299, 0, 7]))
+        assert found.cached_at == half_file and torch.equal(found.K, half.K) and found.seconds == 0
+        assert StoreGram.cached(train, np.array([0, 450])).cached_at == whole_file
+        (cache_directory(train) / "broken.h5").write_bytes(b"not hdf5")  # e.g. from a crashed writer
+        assert StoreGram.cached(train, np.array([0, 450])).cached_at == whole_file
+        assert not list(cache_directory(train).glob("*.partial"))
+    make_store(tmp_path, "train", 150, seed=5, split="train", overwrite=True)  # the store is extracted again: new rows
+    with FeatureStore(stores["train"]) as train:
+        assert StoreGram.cached(train, np.arange(10)) is None
+        StoreGram.compute(train, np.arange(10)).save(train)
+        assert not whole_file.exists() and not half_file.exists()  # can never match again
+
+
+def test_unwritable_cache_folder_is_logged_not_fatal(stores, monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with FeatureStore(stores["train"]) as train:
+        gram = StoreGram.compute(train, np.arange(20))
+        assert gram.save(train) is None and gram.cached_at is None
+        assert "not cached" in caplog.text
+        assert not list(cache_directory(train).iterdir())  # no partial file left behind
+
+
+# ------------------------------------------------------------------------------- fits on a given Gram
+def test_fit_on_a_given_gram_equals_the_fit_that_forms_its_own(stores):
+    with FeatureStore(stores["train"]) as train:
+        rows = np.arange(100, 400)
+        X, y = train.features[100:400], train.labels[100:400]
+        gram = StoreGram.compute(train, np.arange(600)).submatrix(rows)
+    given = fit_c_path(X, y, GRID, gram=gram)
+    formed = fit_c_path(X, y, GRID)
+    for a, b, C in zip(given, formed, GRID):
+        assert a.solver_stats_["solver"] == b.solver_stats_["solver"] == "gram"
+        assert_same_solution(a, b, X, y, C, a.tol)
+    one = LinearL2SVM(C=1e-3).fit(X, y, gram=gram)
+    assert_same_solution(one, formed[1], X, y, 1e-3, one.tol)
+
+
+def test_a_gram_of_other_rows_is_refused(stores):
+    with FeatureStore(stores["train"]) as train:
+        X, y = train.features[:200], train.labels[:200]
+        gram = StoreGram.compute(train, np.arange(600))
+    shuffled = np.random.default_rng(0).permutation(200)
+    with pytest.raises(ValueError, match="gram is not X X\\^T of these rows"):
+        LinearL2SVM(C=1e-3).fit(X, y, gram=gram.submatrix(shuffled))
+    with pytest.raises(ValueError, match="must be 200 x 200"):
+        LinearL2SVM(C=1e-3).fit(X, y, gram=gram.submatrix(np.arange(199)))
+    with pytest.raises(ValueError, match="use solver='auto' or 'gram'"):
+        LinearL2SVM(C=1e-3, solver="primal").fit(X, y, gram=gram.submatrix(np.arange(200)))
+    with pytest.raises(ValueError, match="gram needs backend='torch'"):
+        LinearL2SVM(C=1e-3, backend="liblinear").fit(X, y, gram=gram.submatrix(np.arange(200)))
+
+
+# ---------------------------------------------------------------------------------------- in protocols
+@pytest.mark.parametrize("name", ["cifar10", "cifar10-400"])
+def test_protocol_on_a_shared_gram_gives_the_same_result_and_caches_it(stores, name):
+    separate = small(name).run(stores["train"], stores["test"], svm_params={"solver": "primal"}, progress=False)
+    assert separate.provenance["shared_gram"] is None
+    first = small(name).run(stores["train"], stores["test"], progress=False)
+    shared = first.provenance["shared_gram"]
+    assert shared["form_seconds"] > 0 and shared["cache_file"] is not None
+    again = small(name).run(stores["train"], stores["test"], progress=False)
+    assert again.provenance["shared_gram"] == {**shared, "form_seconds": 0.0}  # read from the cache
+    for result in (first, again):
+        assert result.chosen_C == separate.chosen_C
+        np.testing.assert_allclose(result.validation["mean"], separate.validation["mean"], atol=0.5)
+        assert abs(result.test.mean - separate.test.mean) <= 0.5
+    assert again.test == first.test and again.validation.equals(first.validation)
+
+
+def test_the_cifar10_protocol_shares_one_gram_and_cifar10_400_reuses_it(stores):
+    small("cifar10").run(stores["train"], stores["test"], progress=False)
+    few = small("cifar10-400").run(stores["train"], stores["test"], progress=False)
+    assert few.provenance["shared_gram"]["rows"] == 600  # the cifar10 run's matrix of all rows
+    with FeatureStore(stores["train"]) as train:
+        assert len(list(cache_directory(train).glob("*.h5"))) == 1
+    nothing_kept = small("cifar10").run(stores["train"], stores["test"], progress=False, gram_cache=False)
+    assert nothing_kept.provenance["shared_gram"]["cache_file"] is None
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar10-400"])
+def test_each_selection_fit_reads_only_its_own_rows_of_the_gram(stores, monkeypatch, name):
+    """Every fit takes the submatrix of exactly its training rows: a selection fit never sees the
+    validation rows it is scored on, and the matrix only ever holds training-store rows."""
+    protocol = small(name)
+    with FeatureStore(stores["train"]) as train:
+        plan = protocol.plan(train.labels)
+    formed, taken = [], []
+    compute, submatrix = StoreGram.compute.__func__, StoreGram.submatrix
+
+    def spy_compute(cls, store, rows, progress=False):
+        formed.append(store.path)
+        return compute(cls, store, rows, progress)
+
+    def spy_submatrix(self, rows):
+        taken.append(np.asarray(rows).copy())
+        return submatrix(self, rows)
+
+    monkeypatch.setattr(StoreGram, "compute", classmethod(spy_compute))
+    monkeypatch.setattr(StoreGram, "submatrix", spy_submatrix)
+    protocol.run(stores["train"], stores["test"], progress=False, gram_cache=False)
+    assert [str(path) for path in formed] == [stores["train"]]
+    expected = [rows for rows, _ in plan.selection] + list(plan.final)
+    assert len(taken) == len(expected)
+    for got, wanted in zip(taken, expected):
+        assert np.array_equal(got, wanted)
+    validation = set(plan.validation.tolist())
+    for rows, _ in plan.selection:
+        assert not validation & set(rows.tolist())
+
+
+def test_draws_never_touch_validation_rows_of_the_gram(stores):
+    """cifar10-400 on a cached matrix of ALL training rows (as a cifar10 run leaves) whose
+    validation rows are poisoned (NaN): the same result, since no fit reads them (a fit that did
+    would be refused: its Gram matrix is checked to be finite)."""
+    protocol = small("cifar10-400")
+    with FeatureStore(stores["train"]) as train:
+        validation = protocol.plan(train.labels).validation
+        gram = StoreGram.compute(train, np.arange(600))
+        gram.save(train)
+    clean = protocol.run(stores["train"], stores["test"], progress=False)
+    at = torch.from_numpy(validation)
+    gram.K[at, :] = float("nan")
+    gram.K[:, at] = float("nan")
+    with FeatureStore(stores["train"]) as train:
+        assert str(gram.save(train)) == clean.provenance["shared_gram"]["cache_file"]  # replaces the clean one
+    dirty = protocol.run(stores["train"], stores["test"], progress=False)
+    assert dirty.provenance["shared_gram"]["rows"] == 600
+    assert dirty.test == clean.test and dirty.validation.equals(clean.validation)
+
+
+def test_no_shared_gram_where_the_fits_do_not_use_one(stores):
+    with FeatureStore(stores["train"]) as train:
+        plan = small("cifar10").plan(train.labels)
+        assert shared_gram(plan, train, {"solver": "primal"}, cache=False) is None
+        assert shared_gram(plan, train, {"backend": "liblinear"}, cache=False) is None
+        wide = protocols.Plan(validation=plan.validation, selection=((np.arange(701), (1e-3,)),), final=())
+        assert shared_gram(wide, train, {}, cache=False) is None  # 701 rows > 1400 / 2: the primal
+        many = protocols.Plan(validation=plan.validation, selection=((np.arange(0, 100), (1e-3,)),),
+                              final=(np.arange(300, 400),))  # |union|^2 = 40,000 > 2 x 100^2: one each
+        assert shared_gram(many, train, {}, cache=False) is None
+        assert shared_gram(plan, train, {}, cache=False).rows.tolist() == list(range(600))
+    with h5py.File(stores["train"], "r") as file:
+        assert "gram" not in file  # the store itself is never written
