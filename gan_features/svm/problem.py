@@ -47,7 +47,8 @@ class _Problem:
         self.W = solution.W
         stats = _stats_since(before, self.solver.design.stats)
         extra = {"solver": "primal", "solve_seconds": time.perf_counter() - started,
-                 "preconditioner_rank": getattr(self.solver.preconditioner, "rank", 0)}
+                 "preconditioner_rank": getattr(self.solver.preconditioner, "rank", 0),
+                 "preconditioner_fallback": getattr(self.solver, "fell_back", False)}
         setup = getattr(self.solver.preconditioner, "setup_stats", None)
         if not had_preconditioner and setup is not None:  # built during this C's solve: its cost apart
             stats = _stats_since(setup, stats)

@@ -113,7 +113,8 @@ class _Tron:
         status[status == _RUNNING] = _MAX_ITER
         return _Solution(W, n_iter.cpu().numpy(), [_STATUS_NAMES[int(s)] for s in status.tolist()], outer, cg_total)
 
-    def solve(self, C: float, W0: torch.Tensor | None = None) -> _Solution:
+    def solve(self, C: float, W0: torch.Tensor | None = None, max_iter: int | None = None) -> _Solution:
+        """Minimise at ``C`` from ``W0`` (zero if None); ``max_iter``: instead of the settings'."""
         design, device = self.design, self.design.labels.device
         K = len(self.positives)
         W, f, G, Z, active, tolerance, status = self._start(C, W0)
@@ -121,7 +122,7 @@ class _Tron:
         first_step = torch.ones(K, dtype=torch.bool, device=device)
         n_iter = torch.zeros(K, dtype=torch.int64, device=device)
         outer = cg_total = 0
-        while outer < self.max_iter:
+        while outer < (self.max_iter if max_iter is None else max_iter):
             idx = (status == _RUNNING).nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
