@@ -23,6 +23,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gan_features.store import FeatureStore, write_features
 from gan_features.svm import GRAM_BLOCK_ROWS, LinearL2SVM, evaluate, fit_c_path, fit_c_path_store, primal_objective
+from gan_features.svm.estimator import DEFAULT_PRECONDITIONER_RANK
 from gan_features.svm.rows import _TensorRows
 from gan_features.svm.tensors import _as_tensor
 
@@ -81,12 +82,14 @@ def liblinear_reference(ten_classes):
 
 # ---- agreement with liblinear -------------------------------------------------------------
 
+@pytest.mark.parametrize("preconditioner_rank", [0, DEFAULT_PRECONDITIONER_RANK])  # plain TRON, the default
 @pytest.mark.parametrize("hessian_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("C", CS)
-def test_objective_and_accuracy_agree_with_liblinear(ten_classes, liblinear_reference, C, hessian_dtype):
+def test_objective_and_accuracy_agree_with_liblinear(ten_classes, liblinear_reference, C, hessian_dtype,
+                                                     preconditioner_rank):
     X, y, X_test, y_test = ten_classes
     reference = liblinear_reference[C]
-    model = LinearL2SVM(C=C, hessian_dtype=hessian_dtype).fit(X, y)
+    model = LinearL2SVM(C=C, hessian_dtype=hessian_dtype, preconditioner_rank=preconditioner_rank).fit(X, y)
 
     ours, theirs = primal_objective(model, X, y, C), primal_objective(reference, X, y, C)
     assert ours.shape == theirs.shape == (10,)
@@ -165,7 +168,7 @@ def wide_problem():
 def test_gram_solver_agrees_with_liblinear_and_the_primal(wide_problem, C, params):
     X, y, X_test, y_test = wide_problem
     gram = LinearL2SVM(C=C, **params).fit(X, y)  # auto: 400 rows <= 1200 / 2 features
-    primal = LinearL2SVM(C=C, solver="primal", hessian_dtype="float32", **params).fit(X, y)
+    primal = LinearL2SVM(C=C, solver="primal", hessian_dtype="float32", preconditioner_rank=0, **params).fit(X, y)
     reference = LinearSVC(C=C, dual=False, tol=1e-8, max_iter=10_000, **params).fit(X, y)
     assert gram.solver_stats_["solver"] == "gram" and primal.solver_stats_["solver"] == "primal"
     assert set(gram.solver_stats_["status"]) == {"converged"}
@@ -482,7 +485,8 @@ MEMORY_CAPPED_FIT = textwrap.dedent("""
 
     # Run every code path once on another, tiny store: library code pages, BLAS/OpenMP and
     # HDF5 set-up are then part of the baseline, and no row of the big store can be held.
-    LinearL2SVM(C=0.01).fit_store(warm_up_path, block_bytes=block_bytes)
+    # The rows' memory (the preconditioner's p x r arrays: test_the_preconditioner_adds_...).
+    LinearL2SVM(C=0.01, preconditioner_rank=0).fit_store(warm_up_path, block_bytes=block_bytes)
     store = FeatureStore(path)
     n, d = store.features.shape
     cap = status("VmData") + headroom
@@ -494,7 +498,7 @@ MEMORY_CAPPED_FIT = textwrap.dedent("""
         control = "MemoryError"
     open("/proc/self/clear_refs", "w").write("5")  # reset the RSS high-water mark (VmHWM)
     rss_before = status("VmRSS")
-    model = LinearL2SVM(C=0.01).fit_store(store, block_bytes=block_bytes)
+    model = LinearL2SVM(C=0.01, preconditioner_rank=0).fit_store(store, block_bytes=block_bytes)
     print(json.dumps({"control": control, "matrix_bytes": n * d * 4, "rss_growth": status("VmHWM") - rss_before,
                       "data_growth": status("VmData") - cap + headroom,
                       "coef": model.coef_.tolist(), "intercept": model.intercept_.tolist(),
@@ -533,14 +537,14 @@ def test_store_fit_runs_under_a_memory_cap_below_the_matrix(tmp_path, monkeypatc
     assert set(report["status"]) == {"converged"}
     assert report["stats"]["disk_bytes"] >= report["stats"]["exact_passes"] * features.nbytes
 
-    in_memory = LinearL2SVM(C=0.01).fit(features, labels)
+    in_memory = LinearL2SVM(C=0.01, preconditioner_rank=0).fit(features, labels)
     streamed = clone(in_memory)
     streamed.classes_, streamed.coef_, streamed.intercept_ = in_memory.classes_, np.array(report["coef"]), \
         np.array(report["intercept"])
     assert_same_solution(streamed, in_memory, features, labels, 0.01, in_memory.tol)
 
 
-def _fit_memory_growth(solver: str) -> dict:
+def _fit_memory_growth(solver: str, preconditioner_rank: int = 0) -> dict:
     """RSS high-water growth of a fresh interpreter during the second of two fits of 2048 x 8192 float32 rows."""
     script = textwrap.dedent(f"""
         import json, warnings, numpy as np, torch
@@ -555,12 +559,14 @@ def _fit_memory_growth(solver: str) -> dict:
         y = rng.integers(0, 5, n)
         X = rng.standard_normal((n, d), dtype=np.float32)
         warnings.simplefilter("ignore")  # a few iterations reach the peak; convergence is not the point
-        params = dict(C=0.01, max_iter=2, hessian_dtype="bfloat16", solver="{solver}")
+        params = dict(C=0.01, max_iter=2, hessian_dtype="bfloat16", solver="{solver}",
+                      preconditioner_rank={preconditioner_rank})
         LinearL2SVM(**params).fit(X, y)  # code pages, BLAS/OpenMP buffers
         open("/proc/self/clear_refs", "w").write("5")
         before = status("VmRSS")
         model = LinearL2SVM(**params).fit(X, y)
-        print(json.dumps({{"growth": status("VmHWM") - before, "matrix": X.nbytes, "rows": n,
+        print(json.dumps({{"growth": status("VmHWM") - before, "matrix": X.nbytes, "rows": n, "features": d,
+                          "rank": model.solver_stats_["preconditioner_rank"],
                           "hessian_passes": model.solver_stats_["hessian_passes"],
                           "solver": model.solver_stats_["solver"]}}))
     """)
@@ -576,6 +582,15 @@ def test_in_memory_primal_fit_peak_memory_is_half_the_matrix_at_most():
     """The primal fit adds at most the bfloat16 copy (half the float32 matrix) plus small work arrays."""
     report = _fit_memory_growth("primal")
     assert report["growth"] <= 0.5 * report["matrix"] + MEMORY_SLACK, report
+
+
+def test_the_preconditioner_adds_a_few_features_x_rank_arrays():
+    """The default preconditioner adds V and X~V and, while it is built, a few float64 features x
+    rank arrays (gan_features.svm.precondition): at most 4 of them here, 59 MB each at full scale."""
+    report = _fit_memory_growth("primal", preconditioner_rank=DEFAULT_PRECONDITIONER_RANK)
+    rank, p = report["rank"], report["features"] + 1
+    assert rank == min(DEFAULT_PRECONDITIONER_RANK, report["rows"] // 16)
+    assert report["growth"] <= 0.5 * report["matrix"] + 4 * 8 * p * rank + MEMORY_SLACK, report
 
 
 def test_in_memory_gram_fit_peak_memory_is_the_factor_and_scratch():

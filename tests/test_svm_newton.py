@@ -33,7 +33,7 @@ def positive_features():
 @pytest.mark.parametrize("C", [1e-3, 1e-1])
 def test_preconditioned_newton_agrees_with_tron_and_liblinear(positive_features, solver, C):
     X, y, X_test, y_test = positive_features
-    tron = LinearL2SVM(C=C, solver=solver).fit(X, y)
+    tron = LinearL2SVM(C=C, solver=solver, preconditioner_rank=0).fit(X, y)
     newton = LinearL2SVM(C=C, solver=solver, preconditioner_rank=16).fit(X, y)
     assert newton.solver_stats_["preconditioner_rank"] == 16 and newton.solver_stats_["solver"] == solver
     assert set(newton.solver_stats_["status"]) == {"converged"}
@@ -49,7 +49,7 @@ def test_separated_classes_still_converge_to_the_same_solution():
     X, y = make_classification(n_samples=500, n_features=300, n_informative=20, n_redundant=0, n_classes=4,
                                n_clusters_per_class=1, class_sep=4.0, random_state=3)
     X = X.astype(np.float32)
-    tron = LinearL2SVM(C=1e-2).fit(X, y)
+    tron = LinearL2SVM(C=1e-2, preconditioner_rank=0).fit(X, y)
     newton = LinearL2SVM(C=1e-2, preconditioner_rank=16, max_iter=5000).fit(X, y)
     assert set(newton.solver_stats_["status"]) == {"converged"}
     assert not newton.solver_stats_["preconditioner_fallback"]
@@ -62,7 +62,7 @@ def test_the_preconditioner_is_dropped_where_it_fails():
     a fresh unpreconditioned solve, for this C and every later one of the path."""
     X, y = _class_structured_features(512, 2048, 5, seed=4, separation=3.0)
     Cs = [1e-2, 1e-1]
-    tron = fit_c_path(X, y, Cs, solver="primal")
+    tron = fit_c_path(X, y, Cs, solver="primal", preconditioner_rank=0)
     newton = fit_c_path(X, y, Cs, solver="primal", preconditioner_rank=32)
     for a, b, C in zip(newton, tron, Cs):
         assert a.solver_stats_["preconditioner_fallback"] and set(a.solver_stats_["status"]) == {"converged"}

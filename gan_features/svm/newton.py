@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 
 _ARMIJO_ETA = 0.01  # sufficient decrease: f(w + a s) - f(w) <= eta a g.s
 _MAX_LINE_SEARCH = 20  # step halvings before the classifier is declared stalled
-FALLBACK_NEWTON_STEPS = 30  # Newton steps of one solve before plain TRON takes over (module docstring)
+FALLBACK_NEWTON_STEPS = 30  # Newton steps of one solve before the preconditioner is dropped (module docstring)
 
 
 class _Newton(_Tron):
