@@ -76,7 +76,7 @@ from .features import FeatureSpec, extract_to_store, prepare_discriminator
 from .knn import KS as KNN_KS
 from .knn import TEMPERATURE as KNN_TEMPERATURE
 from .knn import knn_probe
-from .protocols import PROTOCOLS, Protocol, get_protocol
+from .protocols import PROTOCOLS, Protocol, get_protocol, svm_description
 from .report import _markdown, _write_atomic, git_commit, provenance
 from .store import FeatureStore, FeatureWriter, write_features
 from .subsets import rows_sha256, stratified_rows
@@ -620,8 +620,9 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
     rows = []
     for name in protocols:
         protocol = make_protocol(name, config)
+        # Every SVM setting in force, defaults included: a changed default is a different row.
         key = _row_key(table, features, context, protocol=protocol.name, params=protocol.params,
-                       svm_params=config.svm_params)
+                       svm_params=svm_description(config.svm_params))
         saved = cache.directory / "rows" / f"{key}.json"
         fits = saved.with_suffix(".fits")  # the row's fitted Cs while it is being measured
         result = _read_json(saved) if config.resume else None

@@ -93,6 +93,9 @@ class ProtocolResult:
             "test_fits": self.test.n, "C": self.chosen_C, "validation_mean": float(chosen["mean"]),
             "final_validation_mean": None if self.final_validation is None else self.final_validation.mean,
             "final_validation_ci95": None if self.final_validation is None else self.final_validation.ci95,
+            # every C's mean validation score: what a moved choice of C is explained with
+            "validation_by_C": _cell({f"{C:g}": round(float(mean), 4)
+                                      for C, mean in zip(self.validation["C"], self.validation["mean"])}),
             "wall_time_s": self.wall_time_s, "resumed_fits": self.resumed_fits,
             "resumed_fit_seconds": self.resumed_fit_seconds,
         }
@@ -236,7 +239,7 @@ class Protocol(abc.ABC):
                                    for C, s in scores.items()])
         return ProtocolResult(
             protocol=self.name, metric=self.metric, spread=self.spread,
-            params={**self.params, "svm": _svm_description(svm_params)}, chosen_C=chosen_C,
+            params={**self.params, "svm": svm_description(svm_params)}, chosen_C=chosen_C,
             validation=validation, test=Summary.of(test_scores),
             final_validation=None if final_validation is None else
             Summary.of([self._score(c, n_val) for c in final_validation]),
@@ -490,7 +493,7 @@ def _check_svm_params(svm_params: dict | None) -> dict:
     return svm_params
 
 
-def _svm_description(svm_params: dict) -> dict:
+def svm_description(svm_params: dict) -> dict:
     """Every SVM parameter in force (defaults included), so a result says how it was fitted."""
     params = LinearL2SVM(**svm_params).get_params()
     params.pop("C", None)

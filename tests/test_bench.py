@@ -21,6 +21,7 @@ import pytest
 import scipy.io
 
 from gan_features import bench, cli, paper
+from gan_features.svm.estimator import DEFAULT_PRECONDITIONER_RANK
 from gan_features.bench import (
     CI_SUBSET_SEED,
     BenchConfig,
@@ -326,6 +327,18 @@ def test_resume_reuses_measured_rows_and_refits_what_changed(bench_run, monkeypa
     assert second.loc[knn_rows, "knn_cached"].str.startswith("reused: measured ").all()
     for column in ("test_mean", "test_std", "C", "svm_wall_time_s", "knn_wall_time_s", "git_commit", "created"):
         assert second[column].astype(str).tolist() == first[column].astype(str).tolist(), column
+
+    # A row is keyed by every SVM setting in force: the defaults written out are the same row; any
+    # other setting (a changed default, too) is a row not measured yet.
+    spelled_out = {**config.svm_params, "preconditioner_rank": DEFAULT_PRECONDITIONER_RANK, "tol": 1e-4}
+    run_bench(BenchConfig(**{**vars(config), "svm_params": spelled_out, "results_dir": str(tmp / "spelled"),
+                             "resume": True}))
+    assert fits == []
+    other = pd.read_csv(run_bench(BenchConfig(**{**vars(config), "svm_params": {**spelled_out, "tol": 1e-3},
+                                                 "results_dir": str(tmp / "other"), "resume": True,
+                                                 "saved_only": True}))["table1_cifar10.csv"])
+    svm_rows = other["protocol"].isin(["cifar10", "cifar10-400"]) & (other["kind"] != "paper")
+    assert svm_rows.sum() == 8 and (other.loc[svm_rows, "source"] == "not measured yet").all()
 
     pixels = Path(second.loc[second["kind"] == "raw pixels", "train_store"].iloc[0])
     os.utime(pixels, ns=(pixels.stat().st_atime_ns, pixels.stat().st_mtime_ns + 10**9))  # as if rewritten

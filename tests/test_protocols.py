@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pandas as pd
@@ -290,6 +291,9 @@ def test_run_accepts_open_stores_and_records_provenance(stores):
     assert not any(isinstance(value, (dict, list, tuple, np.ndarray)) for value in row.values())
     assert result.validation["chosen"].sum() == 1
     assert f"chosen C = {result.chosen_C:g}" in result.describe()
+    by_C = json.loads(row["validation_by_C"])
+    assert list(by_C) == [f"{C:g}" for C in GRID]
+    assert by_C[f"{result.chosen_C:g}"] == round(row["validation_mean"], 4) == max(by_C.values())
 
 
 # ------------------------------------------------------------------------------------------------ errors

@@ -1,10 +1,14 @@
 """One Gram matrix per training store: formed once, cached beside the store, each fit on its own rows."""
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
+from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -219,3 +223,19 @@ def test_no_shared_gram_where_the_fits_do_not_use_one(stores):
         assert shared_gram(plan, train, {}, cache=False).rows.tolist() == list(range(600))
     with h5py.File(stores["train"], "r") as file:
         assert "gram" not in file  # the store itself is never written
+
+
+def test_protocol_speed_benchmark_times_settings_side_by_side(stores, tmp_path):
+    """benchmarks/protocol_speed.py in-process: one row per setting, same answers, its tables written."""
+    spec = importlib.util.spec_from_file_location(
+        "protocol_speed", Path(__file__).resolve().parents[1] / "benchmarks" / "protocol_speed.py")
+    protocol_speed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(protocol_speed)
+    assert protocol_speed.main(["--pair", "toy", stores["train"], stores["test"], "--protocol", "cifar10",
+                                "--set", "cifar10:validation_fraction=0.2", "--svm", "preconditioner_rank=0",
+                                "--svm", "", "--out-dir", str(tmp_path / "out")]) == 0
+    table = pd.read_csv(tmp_path / "out" / "protocol_speed.csv")
+    assert table["svm"].fillna("").tolist() == ["preconditioner_rank=0", ""]
+    assert table["C"].nunique() == 1 and table["test_mean"].nunique() == 1
+    assert all(json.loads(gram)["rows"] == 600 for gram in table["shared_gram"])
+    assert "load average" in (tmp_path / "out" / "protocol_speed.md").read_text()
