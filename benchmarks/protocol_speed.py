@@ -16,7 +16,6 @@ repeat; the markdown gives medians).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import statistics
@@ -25,10 +24,9 @@ import warnings
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from gan_features.protocols import get_protocol
-from gan_features.report import cpu_model, git_commit
+from gan_features.report import write_benchmark
 
 
 def _setting(text: str) -> dict:
@@ -87,19 +85,10 @@ def main(argv: list[str] | None = None) -> int:
     medians = (table.groupby(["representation", "protocol", "svm"], sort=False)
                .agg(seconds=("seconds", statistics.median), runs=("seconds", "size"), C=("C", "first"),
                     test_mean=("test_mean", "first")).reset_index())
-    header = [f"# Protocol runs side by side ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC})", "",
-              f"- CPU {cpu_model()} x {os.cpu_count()}, torch {torch.__version__}, threads "
-              f"{torch.get_num_threads()}, commit {git_commit() or 'unknown'}",
-              f"- load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-              "(only meaningful on a quiet machine)",
-              f"- protocol overrides {json.dumps(overrides)}; median of {args.repeats} run(s) per setting; "
-              "validation scores per C in the CSV", ""]
-    markdown = "\n".join(header) + medians.to_markdown(index=False) + "\n"
-    print(markdown)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "protocol_speed.md").write_text(markdown)
-    table.to_csv(out_dir / "protocol_speed.csv", index=False)
+    print(write_benchmark(args.out_dir, "protocol_speed", "Protocol runs side by side", medians,
+                          [f"protocol overrides {json.dumps(overrides)}; median of {args.repeats} run(s) per "
+                           "setting; validation scores per C in the CSV (one row per run)"],
+                          (load_before[0], load_after[0]), csv_table=table))
     return 0
 
 

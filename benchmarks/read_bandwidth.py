@@ -18,7 +18,6 @@ Writes ``<out-dir>/read_bandwidth.md`` and ``.csv`` (with the machine, threads a
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import statistics
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from gan_features.report import cpu_model
+from gan_features.report import write_benchmark
 from gan_features.svm import COLUMN_MULTIPLE  # the solver pads its class columns to this
 
 
@@ -72,18 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     table = measure(args.gib, args.repeats)
     load_after = os.getloadavg()
-    header = [f"# Memory read bandwidth ({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC})", "",
-              f"- CPU {cpu_model()} x {os.cpu_count()}, torch {torch.__version__}, "
-              f"threads {torch.get_num_threads()}",
-              f"- load average (1 min) {load_before[0]:.2f} before, {load_after[0]:.2f} after "
-              "(only meaningful on a quiet machine)",
-              f"- median of {args.repeats} runs each, after one warm-up; GB = 1e9 bytes of the matrix read", ""]
-    markdown = "\n".join(header) + table.to_markdown(index=False) + "\n"
-    print(markdown)
-    out_dir = Path(args.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "read_bandwidth.md").write_text(markdown)
-    table.to_csv(out_dir / "read_bandwidth.csv", index=False)
+    print(write_benchmark(args.out_dir, "read_bandwidth", "Memory read bandwidth", table,
+                          [f"median of {args.repeats} runs each, after one warm-up; GB = 1e9 bytes of the matrix read"],
+                          (load_before[0], load_after[0])))
     return 0
 
 

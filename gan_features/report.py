@@ -221,3 +221,23 @@ def _umask() -> int:
     mask = os.umask(0)  # the only way to read it is to set it: put it straight back
     os.umask(mask)
     return mask
+
+
+def write_benchmark(out_dir: str | os.PathLike, name: str, title: str, table: pd.DataFrame, notes: Sequence[str],
+                    load: tuple[float, float], csv_table: pd.DataFrame | None = None) -> str:
+    """A benchmark's ``<name>.md`` (title, this machine, the 1-minute load average before and after,
+    ``notes``, then ``table``) and ``<name>.csv`` (``csv_table``, default ``table``), written
+    atomically; returns the markdown. Figures only mean something on a quiet machine, hence the load."""
+    import torch
+
+    lines = [f"# {title} ({_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M UTC})", "",
+             f"- CPU {cpu_model()} x {os.cpu_count()}, torch {torch.__version__}, threads "
+             f"{torch.get_num_threads()}, commit {git_commit() or 'unknown'}",
+             f"- load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after (only meaningful on a quiet machine)",
+             *(f"- {note}" for note in notes), ""]
+    markdown = "\n".join(lines) + table.to_markdown(index=False) + "\n"
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_atomic({out / f"{name}.md": markdown,
+                   out / f"{name}.csv": (table if csv_table is None else csv_table).to_csv(index=False)})
+    return markdown
