@@ -972,12 +972,14 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
                             _scale_text(context2, per_class=False),
                             _protocols_text((TABLE2_PROTOCOL,), config) + " Test error: mean ± 1.96 std over the "
                             "draws, as the original analysis printed it.",
+                            moved_choices(results_dir / f"{TABLE2}.csv", rows2),
                             _provenance_text(TABLE2, record, seconds, config))
     texts = {
         results_dir / f"{TABLE1}.md": _markdown(
             wide_table1(rows1),
             f"Table 1: CIFAR-10, linear L2-SVM{' and k-NN' * config.knn} on features ({config.scale} scale)",
-            _paragraphs(partial_line(rows1, config), table1_note(context1, config, record, seconds))),
+            _paragraphs(partial_line(rows1, config), table1_note(context1, config, record, seconds),
+                        moved_choices(results_dir / f"{TABLE1}.csv", rows1))),
         results_dir / f"{TABLE1}.csv": _csv(rows1),
         results_dir / f"{TABLE2}.md": _markdown(
             wide_table2(rows2), f"Table 2: SVHN, 1000 labels, linear L2-SVM on features ({config.scale} scale)", note2),
@@ -986,6 +988,32 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
     results_dir.mkdir(parents=True, exist_ok=True)
     _write_atomic(texts)
     return {path.name: path for path in texts}
+
+
+def moved_choices(previous_csv: Path, rows: list[dict[str, Any]]) -> str:
+    """The note's paragraph on every measured SVM row whose chosen C differs from the one in the
+    table it replaces (``previous_csv``, if any), with the new run's validation score at each C:
+    what explains a moved C (a near tie between two Cs, or features that changed)."""
+    try:
+        old = pd.read_csv(previous_csv)
+    except (OSError, ValueError):  # no earlier table, or not one of ours
+        return ""
+    if not {"model", "protocol", "source", "C", "validation_mean"} <= set(old.columns):
+        return ""
+    then = {(row.model, row.protocol): row for row in old[old["source"] == "measured"].itertuples()}
+    moves = []
+    for row in rows:
+        before = then.get((row["model"], row["protocol"]))
+        if row["source"] != "measured" or before is None or row["protocol"] not in (*TABLE1_PROTOCOLS, TABLE2_PROTOCOL) \
+                or not np.isfinite(before.C) or np.isclose(before.C, row["C"], rtol=1e-9, atol=0):
+            continue
+        by_C = json.loads(row.get("validation_by_C") or "{}")
+        now = ", ".join(f"{C} {score:.2f}" for C, score in by_C.items()) or "not recorded"
+        moves.append(f"{row['model']}, `{row['protocol']}`: C {before.C:g} -> {row['C']:g} (validation "
+                     f"{row['metric']} then {before.validation_mean:.2f} % at {before.C:g}; now, by C: {now})")
+    if not moves:
+        return ""
+    return f"Chosen C moved from the table this replaces ({previous_csv.name} in git): " + "; ".join(moves) + "."
 
 
 def _paragraphs(*texts: str) -> str:

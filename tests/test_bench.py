@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
 import importlib.util
 import os
 import pickle
@@ -712,3 +713,24 @@ def test_ci_check_fails_on_a_missing_row_or_another_subset(tmp_path, capsys):
     table.to_csv(partial / "table1_cifar10.csv", index=False)
     assert check.main(["--committed", str(partial), "--fresh", str(committed)]) == 2
     assert "was not measured (the table was written with --saved-only)" in capsys.readouterr().err
+
+
+def test_a_moved_choice_of_C_is_explained_in_the_note(tmp_path):
+    previous = tmp_path / "table1_cifar10.csv"
+    assert bench.moved_choices(previous, []) == ""  # no earlier table
+    pd.DataFrame([
+        {"model": "random D", "protocol": "cifar10", "source": "measured", "C": 5e-4, "validation_mean": 59.5},
+        {"model": "random D", "protocol": "cifar10-400", "source": "measured", "C": 1e-4, "validation_mean": 53.7},
+        {"model": "random D", "protocol": "knn-k20", "source": "measured", "C": None, "validation_mean": None},
+    ]).to_csv(previous, index=False)
+    rows = [{"model": "random D", "protocol": "cifar10", "source": "measured", "C": 1e-4, "metric": "accuracy",
+             "validation_by_C": json.dumps({"0.0001": 59.2, "0.0005": 59.1})},
+            {"model": "random D", "protocol": "cifar10-400", "source": "measured", "C": 1e-4, "metric": "accuracy",
+             "validation_by_C": "{}"},
+            {"model": "random D", "protocol": "knn-k20", "source": "measured", "C": None, "metric": "accuracy"},
+            {"model": "new D", "protocol": "cifar10", "source": "measured", "C": 1e-3, "metric": "accuracy"}]
+    text = bench.moved_choices(previous, rows)
+    assert text == ("Chosen C moved from the table this replaces (table1_cifar10.csv in git): random D, `cifar10`: "
+                    "C 0.0005 -> 0.0001 (validation accuracy then 59.50 % at 0.0005; now, by C: 0.0001 59.20, "
+                    "0.0005 59.10).")
+    assert bench.moved_choices(previous, rows[1:]) == ""  # nothing moved
