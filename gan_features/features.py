@@ -31,6 +31,7 @@ from .device import autocast
 from .errors import GanFeaturesError
 from .models import Discriminator
 from .report import git_commit
+from .output import output_lock
 from .store import FeatureWriter, check_writable
 
 BATCHNORM_MODES = ("recompute", "running")
@@ -184,34 +185,35 @@ def extract_to_store(checkpoint: Checkpoint, dataset, out: str | os.PathLike, sp
     (mode ``recompute``); ``discriminator``: an already prepared one (to reuse across splits).
     """
     check_writable(out, overwrite)  # fail before minutes of work, not after
-    if checkpoint.discriminator is None:
-        raise GanFeaturesError(f"{checkpoint.path} holds no discriminator")
-    checkpoint.architecture.check_image_size(dataset.image_size)
-    if discriminator is None:
-        discriminator = prepare_discriminator(checkpoint, spec, statistics_dataset, device, num_workers, progress,
-                                              precision)
-    dimension = spec.dimension(discriminator)
-    stats_source = None
-    if spec.batchnorm == "recompute" and statistics_dataset is not None:
-        describe = getattr(statistics_dataset, "describe", None)
-        stats_source = describe() if describe else {"count": len(statistics_dataset)}
-    attrs = {
-        "checkpoint_sha256": checkpoint.sha256 or "none",
-        "checkpoint_path": str(checkpoint.path) if checkpoint.path else "none",
-        "architecture": checkpoint.architecture.name,
-        "architecture_config": checkpoint.architecture.to_dict(),
-        "feature_spec": spec.to_dict(),
-        "batchnorm": spec.batchnorm,
-        "batchnorm_statistics_source": stats_source,
-        **dataset.describe(),
-        "precision": precision,
-        "device": str(device),
-        "torch_version": torch.__version__,
-        "python": platform.python_version(),
-        "git_commit": git_commit() or "none",
-    }
-    with FeatureWriter(out, len(dataset), dimension, attrs, overwrite=overwrite) as writer:
-        for features, labels in iter_features(discriminator, dataset, spec, batch_size, device, precision,
-                                              num_workers, progress, desc=f"features {dataset.name}/{dataset.split}"):
-            writer.append(features, labels)
-    return writer.path
+    with output_lock(out):  # a second writer of ``out`` refuses now, not after the statistics pass
+        if checkpoint.discriminator is None:
+            raise GanFeaturesError(f"{checkpoint.path} holds no discriminator")
+        checkpoint.architecture.check_image_size(dataset.image_size)
+        if discriminator is None:
+            discriminator = prepare_discriminator(checkpoint, spec, statistics_dataset, device, num_workers, progress,
+                                                  precision)
+        dimension = spec.dimension(discriminator)
+        stats_source = None
+        if spec.batchnorm == "recompute" and statistics_dataset is not None:
+            describe = getattr(statistics_dataset, "describe", None)
+            stats_source = describe() if describe else {"count": len(statistics_dataset)}
+        attrs = {
+            "checkpoint_sha256": checkpoint.sha256 or "none",
+            "checkpoint_path": str(checkpoint.path) if checkpoint.path else "none",
+            "architecture": checkpoint.architecture.name,
+            "architecture_config": checkpoint.architecture.to_dict(),
+            "feature_spec": spec.to_dict(),
+            "batchnorm": spec.batchnorm,
+            "batchnorm_statistics_source": stats_source,
+            **dataset.describe(),
+            "precision": precision,
+            "device": str(device),
+            "torch_version": torch.__version__,
+            "python": platform.python_version(),
+            "git_commit": git_commit() or "none",
+        }
+        with FeatureWriter(out, len(dataset), dimension, attrs, overwrite=overwrite) as writer:
+            for features, labels in iter_features(discriminator, dataset, spec, batch_size, device, precision,
+                                                  num_workers, progress, desc=f"features {dataset.name}/{dataset.split}"):
+                writer.append(features, labels)
+        return writer.path

@@ -55,6 +55,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .errors import GanFeaturesError
+from .output import writing
 from .store import CHUNK_BYTES, FeatureWriter, check_writable
 
 ARCHITECTURE = "kmeans-coates2011"
@@ -460,13 +461,12 @@ class KMeansFeatures:
         """Write the fitted model as a plain .npz (arrays and JSON text only; no pickles). Returns the path."""
         self._check_fitted()
         path = Path(path)
-        partial = path.with_name(path.name + ".partial")
         meta = {"format": FILE_FORMAT, "params": self.get_params(), "fit_info": self.fit_info_,
                 "sha256": self.fingerprint()}
-        with open(partial, "wb") as f:  # a file object: np.savez would append .npz to a name
+        # never a half-written model under the real name; a file object: np.savez would append .npz to a name
+        with writing(path) as partial, open(partial, "wb") as f:
             np.savez(f, centroids=self.centroids_, whiten_mean=self.whiten_mean_, whiten_matrix=self.whiten_matrix_,
                      meta=np.array(json.dumps(meta, sort_keys=True)))
-        os.replace(partial, path)  # atomic: never a half-written model under the real name
         self.path = path
         return path
 

@@ -531,9 +531,8 @@ def _correct(model: LinearL2SVM, X: np.ndarray, y: np.ndarray) -> int:
 def _store_correct(models: Sequence[LinearL2SVM], store: FeatureStore) -> list[int]:
     """Correct predictions of each model over a whole store, streamed block by block in one pass."""
     correct = np.zeros(len(models), dtype=np.int64)
-    step = rows_per_block(store)
-    for start in range(0, len(store), step):
-        X, y = store.features[start:start + step], store.labels[start:start + step]
+    for start, X in store.iter_chunks(rows_per_block(store)):  # NaN or infinite rows are refused
+        y = store.labels[start:start + len(X)]
         for i, model in enumerate(models):
             correct[i] += _correct(model, X, y)
     return correct.tolist()

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import GanFeaturesError
+from .output import disk_error
 
 if TYPE_CHECKING:  # protocols and knn import this module; the names are needed for annotations only
     from .knn import KnnResult
@@ -212,6 +213,8 @@ def _write_atomic(texts: dict[Path, str]) -> None:
             os.chmod(handle.name, mode)  # temporary files are private (0600); results are for everyone
         for temporary, path in zip(temporaries, texts):
             os.replace(temporary, path)
+    except OSError as error:  # a full disk or a read-only folder: one line, and the old files stand
+        raise disk_error(error, next(iter(texts)).parent) from None
     finally:
         for temporary in temporaries:
             temporary.unlink(missing_ok=True)  # already renamed on success: a no-op then

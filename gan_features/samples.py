@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
+from .errors import GanFeaturesError
 from .models import Generator
 
 
@@ -22,20 +23,42 @@ def grid_latents(generator: Generator, rows: int = 8, cols: int = 8, seed: int =
     return torch.cat([samples, (1 - weights) * start + weights * end])
 
 
+def check_sample_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
+    """``path`` as a Path if a PNG can be written there (replacing a file only with ``overwrite``),
+    else GanFeaturesError in one line."""
+    path = Path(path)
+    if path.is_dir():
+        raise GanFeaturesError(f"{path} is a folder: give a file name, e.g. {path / 'samples.png'}")
+    if path.exists() and not overwrite:
+        raise GanFeaturesError(f"{path} already exists: pass --overwrite to replace it, or choose another --out")
+    if not path.parent.is_dir():
+        raise GanFeaturesError(f"folder {path.parent} does not exist: create it first, or choose another --out")
+    return path
+
+
 @torch.no_grad()
 def sample_grid(generator: Generator, path: str | os.PathLike, rows: int = 8, cols: int = 8, seed: int = 0,
-                interpolate_row: bool = True) -> Path:
+                interpolate_row: bool = True, overwrite: bool = True) -> Path:
     """Save a ``rows`` x ``cols`` grid of samples (plus an interpolation row) as a PNG; return its path.
+
+    An existing file at ``path`` is replaced only with ``overwrite`` (the command line passes its
+    ``--overwrite``; the default keeps this function's earlier behaviour for scripts). The PNG is
+    written aside and renamed into place, so ``path`` is never half-written.
 
     Our generators normalise with the statistics of the batch being generated (as the paper's did),
     so every image of the grid comes from ONE batch: split it and the images would change.
     """
+    path = check_sample_path(path, overwrite)  # before any work
     parameter = next(generator.parameters())
     latents = grid_latents(generator, rows, cols, seed, interpolate_row)
     images = generator(latents.to(parameter.device, parameter.dtype)).float().cpu()
     grid = make_grid((images + 1) / 2, nrow=cols, padding=2).clamp_(0, 1)  # tanh range [-1, 1] -> [0, 1]
-    path = Path(path)
     tmp = path.with_name(path.name + ".partial")
-    save_image(grid, tmp, format="PNG")  # written aside, then renamed: never a half-written PNG
-    os.replace(tmp, path)
+    try:
+        save_image(grid, tmp, format="PNG")  # written aside, then renamed: never a half-written PNG
+        if path.exists() and not overwrite:  # appeared while the grid was drawn
+            raise GanFeaturesError(f"{path} already exists: pass --overwrite to replace it, or choose another --out")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path

@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from .errors import GanFeaturesError
+from .output import check_output, disk_error, output_lock, partial_path, reserve
 
 REQUIRED_ATTRS = ("checkpoint_sha256", "architecture", "feature_spec", "dataset", "split", "count",
                   "dimension", "package_version", "created")
@@ -35,14 +36,15 @@ def _package_version() -> str:
     return __version__
 
 
-def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Refuse, before any work is done, to replace an existing file unless asked to."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise GanFeaturesError(f"{path} already exists: pass --overwrite to replace it, or choose another --out")
-    if not path.parent.exists():
-        raise GanFeaturesError(f"directory {path.parent} does not exist: create it first")
-    return path
+def check_writable(path: str | os.PathLike, overwrite: bool, expected_bytes: int | None = None) -> Path:
+    """Refuse, before any work is done, to replace an existing file unless asked to, or to write
+    where it cannot succeed (see :func:`gan_features.output.check_output`)."""
+    return check_output(path, overwrite, expected_bytes)
+
+
+def store_bytes(count: int, dimension: int, dtype: str = "float32") -> int:
+    """The size of a store of ``count`` rows: features and int64 labels (metadata aside)."""
+    return int(count) * (int(dimension) * np.dtype(dtype).itemsize + 8)
 
 
 def _attr_value(value):
@@ -66,20 +68,34 @@ class FeatureWriter:
 
     def __init__(self, path: str | os.PathLike, count: int, dimension: int, attrs: dict,
                  overwrite: bool = False, dtype: str = "float32"):
-        self.path = check_writable(path, overwrite)
-        self.partial = self.path.with_name(self.path.name + ".partial")
+        # Checked before any work: the caller extracts only after the writer exists.
+        self.path = check_writable(path, overwrite, store_bytes(count, dimension, dtype))
+        self.partial = partial_path(self.path)
         self.count, self.dimension = int(count), int(dimension)
         self.attrs = dict(attrs)
         self.dtype = np.dtype(dtype)
         self.written = 0
         self._file: h5py.File | None = None
+        self._lock = ExitStack()
 
     def __enter__(self) -> "FeatureWriter":
-        self._file = h5py.File(self.partial, "w")
-        rows_per_chunk = max(1, min(self.count, CHUNK_BYTES // (self.dimension * self.dtype.itemsize)))
-        self._features = self._file.create_dataset("features", shape=(self.count, self.dimension),
-                                                   dtype=self.dtype, chunks=(rows_per_chunk, self.dimension))
-        self._labels = self._file.create_dataset("labels", shape=(self.count,), dtype=np.int64)
+        self._lock.enter_context(output_lock(self.path))
+        try:
+            self._file = h5py.File(self.partial, "w")
+            rows_per_chunk = max(1, min(self.count, CHUNK_BYTES // (self.dimension * self.dtype.itemsize)))
+            chunks = (rows_per_chunk, self.dimension) if self.count else None  # a chunk cannot exceed the data
+            self._features = self._file.create_dataset("features", shape=(self.count, self.dimension),
+                                                       dtype=self.dtype, chunks=chunks)
+            self._labels = self._file.create_dataset("labels", shape=(self.count,), dtype=np.int64)
+            self._file.flush()
+            # the data's bytes (HDF5's few KB of metadata beyond them: a file never larger than it needs)
+            reserve(self.partial, store_bytes(self.count, self.dimension, self.dtype))
+        except OSError as error:
+            self._discard()
+            raise disk_error(error, self.path) from None
+        except BaseException:
+            self._discard()
+            raise
         return self
 
     def append(self, rows: np.ndarray, labels: np.ndarray) -> None:
@@ -88,27 +104,48 @@ class FeatureWriter:
             raise ValueError(f"expected rows of dimension {self.dimension}, got shape {rows.shape}")
         if self.written + n > self.count:
             raise ValueError(f"store sized for {self.count} rows, got {self.written + n}")
-        self._features[self.written:self.written + n] = rows
-        self._labels[self.written:self.written + n] = labels
+        try:
+            self._features[self.written:self.written + n] = rows
+            self._labels[self.written:self.written + n] = labels
+        except (OSError, RuntimeError) as error:  # a full disk: one line; __exit__ removes the .partial
+            raise disk_error(error, self.path) from None
         self.written += n
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        assert self._file is not None
+        if exc_type is not None:
+            self._discard()
+            return
         try:
-            if exc_type is None:
-                if self.written != self.count:
-                    raise ValueError(f"store sized for {self.count} rows but {self.written} were written")
-                attrs = {"count": self.count, "dimension": self.dimension, "package_version": _package_version(),
-                         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                         **self.attrs}
-                for key, value in attrs.items():
-                    self._file.attrs[key] = _attr_value(value)
-        finally:
-            self._file.close()
-            if exc_type is None and self.written == self.count:
-                os.replace(self.partial, self.path)
-            else:
-                self.partial.unlink(missing_ok=True)
+            if self.written != self.count:
+                raise ValueError(f"store sized for {self.count} rows but {self.written} were written")
+            attrs = {"count": self.count, "dimension": self.dimension, "package_version": _package_version(),
+                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **self.attrs}
+            for key, value in attrs.items():
+                self._file.attrs[key] = _attr_value(value)
+            self._features = self._labels = None
+            self._file.close()  # flushes: a full disk shows here too
+            os.replace(self.partial, self.path)
+        except (OSError, RuntimeError) as error:
+            self._discard()
+            raise disk_error(error, self.path) from None
+        except BaseException:
+            self._discard()
+            raise
+        self._lock.close()
+
+    def _discard(self) -> None:
+        """Close (ignoring the errors of a file that failed to write: h5py then raises again on
+        close, and a dataset handle left to the garbage collector crashed the interpreter at
+        exit), remove the .partial, release the lock."""
+        self._features = self._labels = None
+        if self._file is not None:
+            try:
+                self._file.close()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+            self._file = None
+        self.partial.unlink(missing_ok=True)
+        self._lock.close()
 
 
 def write_features(path: str | os.PathLike, features: np.ndarray, labels: np.ndarray, attrs: dict,
@@ -119,21 +156,235 @@ def write_features(path: str | os.PathLike, features: np.ndarray, labels: np.nda
     return writer.path
 
 
+REEXTRACT = "re-extract it with `gan-features extract`"
+FINITE_CHECK_BYTES = 16 << 20  # features checked for NaN/inf this many bytes at a time (a small bool mask)
+_FEATURE_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _decode_attr(value):
-    if isinstance(value, bytes):
-        value = value.decode()
-    if isinstance(value, str) and value[:1] in "[{" or value == "null":
+    """An HDF5 attribute as a plain JSON-like Python value; never raises.
+
+    Bytes become text, JSON text (what :func:`_attr_value` writes for structured values) is parsed,
+    numpy scalars become Python scalars, arrays become (nested) lists; anything else becomes text.
+    """
+    try:
+        return _decoded(value)
+    except Exception:  # noqa: BLE001 - an attribute must never make a store unreadable
         try:
-            return json.loads(value)
-        except json.JSONDecodeError:
-            return value
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+            return repr(value)
+        except Exception:  # noqa: BLE001
+            return "<undecodable attribute>"
+
+
+def _decoded(value):
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):  # before the Python types: np.float64 is a float subclass
+        value = value.item()
+        if isinstance(value, np.generic):  # item() of some exotic scalars
+            return str(value)
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if isinstance(value, h5py.Empty):
+        return None
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        value = _valid_text(value)
+        if value == "null" or value[:1] in ("[", "{"):
+            try:
+                return json.loads(value)
+            except (ValueError, RecursionError):
+                pass
+        return value
+    if isinstance(value, (list, tuple)):
+        return [_decoded(item) for item in value]
+    if isinstance(value, complex):
+        return str(value)
+    return str(value)  # object references and other HDF5 objects
+
+
+def _valid_text(text: str) -> str:
+    """``text`` as a plain str that encodes as UTF-8: h5py returns undecodable bytes as lone
+    surrogates, which would break writing the attribute anywhere later (result tables, JSON)."""
+    try:
+        text.encode("utf-8")
+        return str(text)  # np.str_ -> str
+    except UnicodeEncodeError:
+        try:
+            return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        except UnicodeEncodeError:
+            return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
+def _one_line(text: object) -> str:
+    return " ".join(str(text).splitlines()).strip()
+
+
+def _short_text(value: object, limit: int = 60) -> str:
+    text = _one_line(str(value))
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _short_repr(value: object, limit: int = 60) -> str:
+    return _short_text(repr(value), limit)
+
+
+def _bad_store(path: Path, problem: str, fix: str = REEXTRACT) -> GanFeaturesError:
+    """The one-line refusal of a malformed store: which file, what is wrong, how to fix it."""
+    return GanFeaturesError(_one_line(f"feature store {path}: {problem}: {fix}"))
+
+
+@contextmanager
+def _about(path: Path, field: str) -> Iterator[None]:
+    """Turn whatever h5py raises on damaged or unsupported metadata of ``field`` into a one-line refusal."""
+    try:
+        yield
+    except GanFeaturesError:
+        raise
+    except Exception as error:  # noqa: BLE001
+        raise _bad_store(path, f"{field} cannot be read ({type(error).__name__}: {error})") from None
+
+
+def _dataset(file: h5py.File, name: str, path: Path) -> h5py.Dataset:
+    """``file[name]`` if it is a dataset stored in this file, else a one-line refusal."""
+    with _about(path, f"'{name}'"):
+        link = file.get(name, getlink=True)
+    if link is None:
+        raise GanFeaturesError(f"{path} has no 'features'/'labels' datasets: not a gan-features store")
+    if isinstance(link, h5py.ExternalLink):
+        raise _bad_store(path, f"'{name}' is a link to another file ({_short_repr(link.filename)}), "
+                               f"not a dataset in this one")
+    with _about(path, f"'{name}'"):  # dangling soft links, damaged object headers
+        node = file[name]
+    if not isinstance(node, h5py.Dataset):
+        kind = "group" if isinstance(node, h5py.Group) else type(node).__name__
+        raise _bad_store(path, f"'{name}' is an HDF5 {kind}, not a dataset")
+    return node
+
+
+def _check_storage(dataset: h5py.Dataset, path: Path, name: str) -> None:
+    """Refuse a dataset whose data cannot all be in the file (truncated, never written, or crafted
+    to declare far more than it holds), from metadata only."""
+    dcpl = dataset.id.get_create_plist()
+    if dcpl.get_external_count() > 0 or dataset.is_virtual:
+        raise _bad_store(path, f"'{name}' keeps its data outside the file (external or virtual dataset)")
+    shape, itemsize = dataset.shape, dataset.dtype.itemsize
+    declared = int(np.prod(shape, dtype=object)) * itemsize
+    if declared == 0:
+        return
+    described = f"'{name}' declares shape {shape} {dataset.dtype} ({_bytes(declared)})"
+    filters = [dcpl.get_filter(i)[0] for i in range(dcpl.get_nfilters())]
+    for code in filters:
+        if not h5py.h5z.filter_avail(code):
+            raise _bad_store(path, f"'{name}' is encoded with HDF5 filter {code}, which this h5py cannot decode")
+    if dataset.chunks is not None:
+        expected = int(np.prod([-(-s // c) for s, c in zip(shape, dataset.chunks)], dtype=object))
+        present = dataset.id.get_num_chunks()
+        if present < expected:
+            raise _bad_store(path, f"{described} but only {present} of its {expected} chunks are in the file "
+                                   f"(truncated or never completely written)")
+    if not filters:  # uncompressed: every byte must be allocated, and within the file
+        stored = dataset.id.get_storage_size()
+        if stored < declared or stored > path.stat().st_size:
+            raise _bad_store(path, f"{described} but the file holds {_bytes(stored)} of it "
+                                   f"(truncated, damaged or crafted)")
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} bytes"  # unreachable
+
+
+def _validated(file: h5py.File, path: Path) -> tuple[h5py.Dataset, np.ndarray, dict]:
+    """(features dataset, labels in memory, decoded attributes) of an open store, after checking
+    everything that can be checked without reading the feature matrix."""
+    features = _dataset(file, "features", path)
+    labels_dataset = _dataset(file, "labels", path)
+    with _about(path, "'features'"):
+        shape, dtype = features.shape, features.dtype
+    if shape is None or len(shape) != 2:
+        raise _bad_store(path, f"'features' has shape {shape}; a store holds a 2-D (rows, dimension) matrix")
+    rows, width = shape
+    if width < 1:
+        raise _bad_store(path, f"'features' has shape {shape}: rows of zero features")
+    if dtype.names is not None or dtype.subdtype is not None or dtype.newbyteorder("=") not in _FEATURE_DTYPES:
+        raise _bad_store(path, f"'features' has dtype {_short_text(dtype)}; features are float16, float32 or float64")
+    if not dtype.isnative:
+        raise _bad_store(path, f"'features' has non-native byte order ({dtype.str})")
+    with _about(path, "'features'"):
+        _check_storage(features, path, "features")
+
+    with _about(path, "'labels'"):
+        label_shape, label_dtype = labels_dataset.shape, labels_dataset.dtype
+    if label_shape is None or len(label_shape) != 1:
+        raise _bad_store(path, f"'labels' has shape {label_shape}; a store holds one integer label per row")
+    if label_dtype.names is not None or label_dtype.subdtype is not None or label_dtype.kind not in "iu":
+        raise _bad_store(path, f"'labels' has dtype {_short_text(label_dtype)}; labels are integer class indices")
+    if label_shape[0] != rows:
+        raise _bad_store(path, f"'labels' has {label_shape[0]} entries but 'features' has {rows} rows")
+    with _about(path, "'labels'"):
+        _check_storage(labels_dataset, path, "labels")
+        labels = np.asarray(labels_dataset[()])
+    if labels.size:
+        negative = np.flatnonzero(labels < 0)
+        if negative.size:
+            raise _bad_store(path, f"'labels' row {negative[0]} is {labels[negative[0]]}; "
+                                   f"labels are class indices >= 0")
+        if labels.dtype.kind == "u" and labels.max() > np.iinfo(np.int64).max:
+            raise _bad_store(path, f"'labels' holds {labels.max()}, too large for a class index")
+    labels = labels.astype(np.int64, copy=False)
+
+    attrs = {}
+    with _about(path, "the attribute list"):
+        keys = list(file.attrs.keys())
+    for key in keys:
+        with _about(path, f"attribute {key!r}"):
+            raw = file.attrs[key]
+        attrs[key] = _decode_attr(raw)
+    for key, actual, what in (("count", rows, "rows"), ("dimension", width, "columns")):
+        if key in attrs:
+            value = attrs[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value != actual:
+                raise _bad_store(path, f"attribute {key}={_short_repr(value)} contradicts the data "
+                                       f"('features' has {actual} {what})")
+    return features, labels, attrs
+
+
+def _check_finite(path: Path, block: np.ndarray, rows) -> None:
+    """Refuse NaN or infinite values in ``block``, features just read; ``rows[i]`` is the store row
+    of block row i (an array or a range). Checked in slices, so the mask stays small."""
+    if block.size == 0:
+        return
+    step = max(1, FINITE_CHECK_BYTES // (block.shape[1] * block.itemsize))
+    for start in range(0, len(block), step):
+        finite = np.isfinite(block[start:start + step])
+        if not finite.all():
+            bad = start + int(np.flatnonzero(~finite.all(axis=1))[0])
+            raise _bad_store(path, f"row {int(rows[bad])} has NaN or infinite features",
+                             REEXTRACT + " from a checkpoint with finite weights")
+
+
+def _read_features(store: "FeatureStore", selection) -> np.ndarray:
+    """``store.features[selection]``, with a damaged file refused in one line."""
+    try:
+        return store.features[selection]
+    except (OSError, RuntimeError) as error:
+        raise _bad_store(store.path, f"'features' cannot be read ({type(error).__name__}: {error})") from None
 
 
 class FeatureStore:
-    """A store opened for reading. ``features`` stays on disk (an h5py dataset) until sliced."""
+    """A store opened for reading. ``features`` stays on disk (an h5py dataset) until sliced.
+
+    Opening validates the layout from metadata (and the labels, which are read anyway): a 2-D
+    float16/32/64 ``features`` matrix whose data is all in the file, one non-negative integer label
+    per row, ``count``/``dimension`` attributes that agree with the data. NaN or infinite features
+    are refused where rows are read (:meth:`load`, :meth:`iter_chunks`, :func:`read_rows`), as
+    checking them here would read the whole matrix. Every refusal is a one-line GanFeaturesError.
+    """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -141,14 +392,20 @@ class FeatureStore:
             raise GanFeaturesError(f"feature store {self.path} does not exist: make it with `gan-features extract`")
         try:
             self._file = h5py.File(self.path, "r")
-        except OSError as error:
-            raise GanFeaturesError(f"{self.path} is not a readable HDF5 feature store ({error})") from None
-        if "features" not in self._file or "labels" not in self._file:
+        except Exception as error:  # noqa: BLE001 - OSError mostly; anything h5py raises on a bad file
+            raise GanFeaturesError(_one_line(f"{self.path} is not a readable HDF5 feature store ({error})")) from None
+        try:
+            self.features, self.labels, self.attrs = _validated(self._file, self.path)
+        except GanFeaturesError:
             self._file.close()
-            raise GanFeaturesError(f"{self.path} has no 'features'/'labels' datasets: not a gan-features store")
-        self.features = self._file["features"]
-        self.labels = self._file["labels"][:]
-        self.attrs = {key: _decode_attr(value) for key, value in self._file.attrs.items()}
+            raise
+        except Exception as error:  # noqa: BLE001 - h5py errors on damaged metadata: one line, never a traceback
+            self._file.close()
+            raise _bad_store(self.path, f"the file's HDF5 metadata cannot be read ({type(error).__name__}: {error})",
+                             REEXTRACT) from None
+        except BaseException:
+            self._file.close()
+            raise
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -158,23 +415,37 @@ class FeatureStore:
         return self.features.shape[1]
 
     def load(self, rows: np.ndarray | slice | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Features (float32, in memory) and labels, for all rows or the given ones."""
+        """Features (float32, in memory) and labels, for all rows or the given ones.
+
+        NaN or infinite features are refused (GanFeaturesError naming the first such row).
+        """
         if rows is None:
-            return self.features[:], self.labels
+            features = _read_features(self, slice(None))
+            _check_finite(self.path, features, range(len(self)))
+            return features, self.labels
         if isinstance(rows, slice):
-            return self.features[rows], self.labels[rows]
+            features = _read_features(self, rows)
+            _check_finite(self.path, features, range(*rows.indices(len(self))))
+            return features, self.labels[rows]
         rows = np.asarray(rows)
         order = np.argsort(rows)  # h5py fancy indexing needs increasing indices
         features = np.empty((len(rows), self.dimension), dtype=self.features.dtype)
-        features[order] = self.features[rows[order]]
+        block = _read_features(self, rows[order])
+        _check_finite(self.path, block, rows[order])
+        features[order] = block
         return features, self.labels[rows]
 
     def iter_chunks(self, rows_per_chunk: int | None = None):
-        """Yield (start, features chunk) over all rows, reading one chunk into memory at a time."""
+        """Yield (start, features chunk) over all rows, reading one chunk into memory at a time.
+
+        A chunk with NaN or infinite features is refused (GanFeaturesError) before it is yielded.
+        """
         if rows_per_chunk is None:
             rows_per_chunk = (self.features.chunks or (4096,))[0]
         for start in range(0, len(self), rows_per_chunk):
-            yield start, self.features[start:start + rows_per_chunk]
+            block = _read_features(self, slice(start, start + rows_per_chunk))
+            _check_finite(self.path, block, range(start, start + len(block)))
+            yield start, block
 
     def close(self) -> None:
         self._file.close()
@@ -204,6 +475,8 @@ def read_rows(store: FeatureStore, rows: np.ndarray) -> tuple[np.ndarray, np.nda
     ``FeatureStore.load`` materialises the rows once sorted and once more reordered; for selections
     of most of a store (45,000 of 50,000 CIFAR rows) that second copy is gigabytes. Here sorted
     blocks are read (h5py wants increasing indices) and each is put in place.
+
+    NaN or infinite features are refused (GanFeaturesError naming the first such row), block by block.
     """
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
@@ -211,7 +484,17 @@ def read_rows(store: FeatureStore, rows: np.ndarray) -> tuple[np.ndarray, np.nda
     step = rows_per_block(store)
     for start in range(0, len(rows), step):
         positions = order[start:start + step]
-        features[positions] = store.features[rows[positions]]
+        block_rows = rows[positions]
+        if len(block_rows) > 1 and not (block_rows[1:] > block_rows[:-1]).all():  # repeated rows: h5py refuses
+            unique, inverse = np.unique(block_rows, return_inverse=True)
+            block = _read_features(store, unique)[inverse]
+        else:
+            block = _read_features(store, block_rows)
+        if block.dtype != np.float32:  # float64 beyond float32's range would become inf: check after the cast
+            with np.errstate(over="ignore", invalid="ignore"):
+                block = block.astype(np.float32)
+        _check_finite(store.path, block, block_rows)
+        features[positions] = block
     return features, store.labels[rows]
 
 

@@ -31,6 +31,7 @@ from .checkpoints import load_checkpoint, save_checkpoint
 from .device import autocast, pick_device
 from .errors import GanFeaturesError
 from .models import Architecture, Discriminator, Generator, create_models, get_architecture
+from .output import writing
 
 
 @dataclass
@@ -256,9 +257,8 @@ def _write_samples(generator: Generator, latents: torch.Tensor, path: Path) -> N
     from torchvision.utils import save_image
 
     images = generator(latents).float().add(1).div(2).clamp(0, 1)
-    tmp = path.with_name(path.stem + ".partial.png")
-    save_image(images, tmp, nrow=8)
-    os.replace(tmp, path)
+    with writing(path, keep_suffix=True) as partial:  # save_image picks the format from the suffix
+        save_image(images, partial, nrow=8)
 
 
 def random_checkpoint(arch: str | Architecture, out: str | os.PathLike, seed: int = 0) -> Path:

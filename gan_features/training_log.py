@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import GanFeaturesError
+from .output import writing
 
 CURVES = {"loss_d": "D loss", "loss_g": "G loss (non-saturating)"}
 PROBABILITIES = {"d_real": "D(real)", "d_fake": "D(G(z))"}
@@ -90,7 +91,6 @@ def plot_training_curves(log: pd.DataFrame, path: str | os.PathLike, mark_step: 
     if title:
         figure.suptitle(title)
     path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    figure.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    with writing(path) as partial:
+        figure.savefig(partial, format="png")
     return path

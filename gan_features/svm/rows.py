@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from ..errors import GanFeaturesError
 from .tensors import _float_on, _resolve_hessian_dtype
 
 DEFAULT_STORE_BLOCK_BYTES = 64 << 20  # rows read from a store per block (two blocks live at once)
@@ -85,8 +86,10 @@ class _StoreRows(_RowSource):
         self.dataset = dataset
         n_file, self.n_features = dataset.shape
         file_dtype = np.dtype(dataset.dtype)
-        if file_dtype not in (np.float32, np.float64):
-            raise ValueError(f"feature store holds {file_dtype} features; expected float32 or float64")
+        if file_dtype not in (np.float16, np.float32, np.float64):
+            raise ValueError(f"feature store holds {file_dtype} features; expected float16, float32 or float64")
+        if file_dtype == np.float16:  # read into float32 buffers: the solver's precision
+            file_dtype = np.dtype(np.float32)
         self.data_dtype = torch.float32 if file_dtype == np.float32 else torch.float64
         self.device = device
         self.hessian_dtype = _resolve_hessian_dtype(hessian_dtype, self.data_dtype, device)
@@ -129,7 +132,11 @@ class _StoreRows(_RowSource):
     def _read(self, index: int, buffer: np.ndarray) -> np.ndarray:
         lo, hi, selected, _ = self.plan[index]
         view = buffer[:hi - lo]
-        self.dataset.read_direct(view, source_sel=np.s_[lo:hi])
+        self.dataset.read_direct(view, source_sel=np.s_[lo:hi])  # converts float16 into the float32 buffer
+        if not np.isfinite(view.sum(dtype=np.float64)):  # one cheap reduction per block; the rows named below
+            bad = lo + int(np.flatnonzero(~np.isfinite(view).all(axis=1))[0])
+            raise GanFeaturesError(f"feature store {self.dataset.file.filename}: row {bad} has NaN or infinite "
+                                   "features: re-extract it with `gan-features extract`")
         if selected is None or len(selected) == hi - lo:
             return view
         return view[selected - lo]  # a copy, at most one block
