@@ -79,7 +79,7 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         rank capped at min(n, d) / 16). 0: liblinear's plain TRON. Same stopping test either way.
         On 10,000 x 28,672 CIFAR-10 discriminator features rank 256 took 7x fewer Hessian passes
         at C = 1e-3 and fitted the 7-C grid 2.9x faster; where it fails (well-separated classes)
-        the solver drops it after 30 Newton steps and starts the solve again (``solver_stats_``
+        the solver drops it after 60 Newton steps and starts the solve again (``solver_stats_``
         ``preconditioner_fallback``).
     device : str or torch.device
         Where ``"torch"`` computes ("cpu", "cuda", "cuda:1", ...).

@@ -13,10 +13,11 @@ The preconditioner ignores the coupling between its subspace and the rest, which
 discriminator features (30-40% of rows active) but can make CG much worse than none where few rows
 are active (well-separated classes: 865 Newton steps where TRON took 6, 2,048 x 8,192, rank 32).
 After :data:`FALLBACK_NEWTON_STEPS` steps of one solve without converging (real features: at
-most ~15 per C at 10,000 x 28,672) the solver drops the preconditioner (``P = I``, as liblinear's
-Newton without its diagonal one) and starts that solve again from its starting point, as every
-later solve of the path: the loss is bounded, the stopping test unchanged. (Going on from where
-the preconditioned steps had led took 43 more steps in the case above; starting again, 6.)
+most ~15 per C at 10,000 x 28,672, 25 at C = 1e-2 on 45,000 rows) the solver drops the
+preconditioner (``P = I``, as liblinear's Newton without its diagonal one) and starts that solve
+again from its starting point, as every later solve of the path: the loss is bounded, the
+stopping test unchanged. (Going on from where the preconditioned steps had led took 43 more steps
+in the case above; starting again, 6.)
 
 Passes per Newton step: the CG's Hessian passes, one forward exact pass for ``X~ s`` (every
 trial of the line search then costs n x k work, no pass: the margins are linear in the step)
@@ -36,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 _ARMIJO_ETA = 0.01  # sufficient decrease: f(w + a s) - f(w) <= eta a g.s
 _MAX_LINE_SEARCH = 20  # step halvings before the classifier is declared stalled
-FALLBACK_NEWTON_STEPS = 30  # Newton steps of one solve before the preconditioner is dropped (module docstring)
+FALLBACK_NEWTON_STEPS = 60  # Newton steps of one solve before the preconditioner is dropped (module docstring)
 
 
 class _Newton(_Tron):
