@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import os
 import platform
 from dataclasses import dataclass
@@ -175,6 +176,24 @@ def iter_features(discriminator: Discriminator, dataset: Dataset, spec: FeatureS
         yield features.float().cpu().numpy(), np.asarray(labels)
 
 
+CLASS_NAMES_MAX_BYTES = 60_000  # HDF5 1.x keeps an attribute in the object header: < 64 KiB
+
+
+def _class_names(dataset) -> dict:
+    """``{"class_names": [name of label 0, name of label 1, ...]}`` when the dataset names its classes.
+
+    Left out (rather than failing after the whole extraction, when the attributes are written) when
+    the names would not fit in one HDF5 attribute under HDF5 1.x (thousands of long class names).
+    """
+    classes = getattr(dataset, "classes", None)
+    if not classes:
+        return {}
+    names = [str(name) for name in classes]
+    if len(json.dumps(names).encode()) > CLASS_NAMES_MAX_BYTES:
+        return {}
+    return {"class_names": names}
+
+
 def extract_to_store(checkpoint: Checkpoint, dataset, out: str | os.PathLike, spec: FeatureSpec = FeatureSpec(),
                      statistics_dataset=None, batch_size: int = 256, device: str | torch.device = "cpu",
                      precision: str = "fp32", num_workers: int = 0, overwrite: bool = False,
@@ -206,6 +225,7 @@ def extract_to_store(checkpoint: Checkpoint, dataset, out: str | os.PathLike, sp
             "batchnorm": spec.batchnorm,
             "batchnorm_statistics_source": stats_source,
             **dataset.describe(),
+            **_class_names(dataset),
             "precision": precision,
             "device": str(device),
             "torch_version": torch.__version__,

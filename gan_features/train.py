@@ -203,17 +203,17 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: _Distributed, device: tor
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                     bar.set_postfix(loss_d=f"{losses['loss_d']:.3f}", loss_g=f"{losses['loss_g']:.3f}")
-                if ddp.main and step % config.checkpoint_every == 0:
-                    save(latest)
+                if ddp.main and step % config.checkpoint_every == 0 and step % steps_per_epoch:
+                    save(latest)  # at an epoch's end: below, after that epoch's own files
                 if step >= total_steps:
                     break
             if step == (epoch + 1) * steps_per_epoch:
                 epoch += 1
-                if ddp.main:
-                    save(latest)
+                if ddp.main:  # latest.pt last: a run killed before it redoes this epoch's files on --resume
                     save(out_dir / f"epoch{epoch:04d}.pt")
                     if config.samples_every_epoch:
                         _write_samples(generator, fixed_latents, out_dir / f"samples_epoch{epoch:04d}.png")
+                    save(latest)
         if ddp.main:
             save(latest)
             save(out_dir / "final.pt", final=True)

@@ -4,10 +4,12 @@ from __future__ import annotations
 import builtins
 import hashlib
 import io
+import json
 import os
 import pickle
 import struct
 import tarfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -421,3 +423,174 @@ def test_imagenet_errors(tmp_path):
     assert "train, val" in error_of(load_imagenet, "test", root=tmp_path)
     assert "image-net.org" in error_of(load_imagenet, "train", root=tmp_path, download=True)
     assert "GAN_FEATURES_DATA" in error_of(load_imagenet, "train", root=None)
+
+
+# --- damaged images and decompression bombs in a folder dataset ---------------------------------
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A valid 1-bit grayscale PNG of ``width`` x ``height`` black pixels, written chunk by chunk: the
+    zlib stream of zeros is ~1000x smaller than the pixels (20000 x 20000: ~50 KB of file for 400
+    megapixels, 1.2 GB once decoded as RGB)."""
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    compressor = zlib.compressobj(9)
+    row = bytes(1 + (width + 7) // 8)  # filter byte 0, then the packed bits of one row
+    idat = b"".join(compressor.compress(row * min(1000, height - start)) for start in range(0, height, 1000))
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # bit depth 1, grayscale, no interlace
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat + compressor.flush())
+            + chunk(b"IEND", b""))
+
+
+def encoded(pixels: np.ndarray, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def bad_image_bytes(kind: str) -> tuple[str, bytes]:
+    """(file name, content) of one unreadable image file."""
+    png, jpeg = encoded(random_pixels(64, 64, 0), "PNG"), encoded(random_pixels(64, 64, 0), "JPEG")
+    if kind == "bomb":
+        return "bomb.png", png_declaring(20000, 20000)  # above PIL's error level (2 x ~89.5 megapixels)
+    if kind == "bomb-warning-level":
+        return "big.png", png_declaring(12000, 10000)  # 120 MP: above PIL's warning level, below its error level
+    if kind == "truncated-png":
+        return "cut.png", png[: len(png) // 2]
+    if kind == "truncated-jpeg":
+        return "cut.jpg", jpeg[: len(jpeg) // 2]
+    if kind == "corrupt-png":  # header intact, compressed pixel data overwritten
+        return "corrupt.png", png[:200] + bytes(60) + png[260:]
+    if kind == "text-as-jpeg":
+        return "notes.jpg", b"not an image, whatever the extension says\n"
+    if kind == "empty":
+        return "empty.png", b""
+    if kind == "png-header-only":
+        return "header.png", png[:40]
+    raise ValueError(kind)
+
+
+BAD_IMAGES = ["bomb", "bomb-warning-level", "truncated-png", "truncated-jpeg", "corrupt-png", "text-as-jpeg", "empty",
+              "png-header-only"]
+
+
+@pytest.mark.parametrize("kind", BAD_IMAGES)
+def test_unreadable_images_are_one_line_errors_naming_the_file(tmp_path, monkeypatch, kind):
+    import warnings
+
+    from PIL import ImageFile
+
+    name, content = bad_image_bytes(kind)
+    save_image(tmp_path / "good" / "a.png", random_pixels(40, 40, 1))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / name).write_bytes(content)
+    assert len(content) < 100_000  # a bomb is cheap to make and to store...
+    ds = load_folder(root=tmp_path)
+    assert ds.classes == ["bad", "good"] and ds[1][0].shape == (3, 32, 32)  # the good image still loads
+    if kind.startswith("bomb"):  # ...and must be refused from its header, without decoding any pixel
+        load = ImageFile.ImageFile.load
+        monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded the pixels of a bomb")
+                            if self.size[0] * self.size[1] > 10**6 else load(self))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PIL's DecompressionBombWarning must not escape either
+        message = error_of(ds.__getitem__, 0)
+        assert error_of(ds.materialize, progress=False) == message
+    assert str(tmp_path / "bad" / name) in message
+    if kind.startswith("bomb"):
+        assert "remove it from the dataset" in message and ("megapixels" in message or "pixels" in message)
+
+
+def test_bomb_is_refused_even_when_pil_checks_are_switched_off(tmp_path, monkeypatch):
+    """Users switch PIL's check off (Image.MAX_IMAGE_PIXELS = None) for big scans; the reader's own limit holds."""
+    from PIL import ImageFile
+
+    from gan_features.data import folders
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    monkeypatch.setattr(ImageFile.ImageFile, "load", lambda self: pytest.fail("decoded the pixels of a bomb"))
+    path = tmp_path / "cls" / "bomb.png"
+    path.parent.mkdir()
+    path.write_bytes(png_declaring(20000, 20000))
+    message = error_of(load_folder(root=tmp_path).__getitem__, 0)
+    assert f"image {path} declares 20000 x 20000 pixels (400 megapixels)" in message
+    assert f"{folders.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels" in message
+
+
+def test_images_up_to_the_limit_are_read(tmp_path, monkeypatch):
+    from gan_features.data import folders
+
+    monkeypatch.setattr(folders, "MAX_IMAGE_PIXELS", 40 * 30)
+    save_image(tmp_path / "cls" / "at_limit.png", random_pixels(30, 40, 0))
+    save_image(tmp_path / "cls" / "over.png", random_pixels(31, 40, 0))
+    ds = load_folder(root=tmp_path, image_size=16)
+    assert ds[0][0].shape == (3, 16, 16)
+    assert "over.png declares 40 x 31 pixels" in error_of(ds.__getitem__, 1)
+
+
+def test_a_bad_image_fails_the_cli_in_one_line_and_writes_nothing(tmp_path, capsys):
+    from gan_features.cli import main
+    from gan_features.train import random_checkpoint
+
+    for split in ("train", "test"):
+        save_image(tmp_path / "imgs" / split / "cls" / "a.png", random_pixels(40, 40, 1))
+    bomb = tmp_path / "imgs" / "test" / "cls" / "b.png"
+    bomb.write_bytes(png_declaring(20000, 20000))
+    random_checkpoint("radford-svhn32", tmp_path / "d.pt")
+    # statistics on the good train split; the bomb is met while rows are being written to f.h5.partial
+    code = main(["extract", "--quiet", "--ckpt", str(tmp_path / "d.pt"), "--dataset", "folder", "--data-root",
+                 str(tmp_path / "imgs"), "--split", "test", "--batch-size", "1", "--device", "cpu",
+                 "--out", str(tmp_path / "f.h5")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and str(bomb) in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.pt", "imgs"]  # no store, .partial or .lock
+
+
+# --- stores record the dataset's class names ----------------------------------------------------
+
+def _store_of(dataset, out: Path):
+    from gan_features.checkpoints import Checkpoint
+    from gan_features.features import extract_to_store
+    from gan_features.models import create_models, get_architecture
+    from gan_features.store import FeatureStore
+
+    arch = get_architecture("radford-svhn32")
+    d, g = create_models(arch, seed=0)
+    checkpoint = Checkpoint(arch, d, g, {}, None, out.with_suffix(".pt"), "abc123", has_running_stats=False)
+    extract_to_store(checkpoint, dataset, out, statistics_dataset=dataset, progress=False)
+    return FeatureStore(out)
+
+
+def test_stores_record_class_names_of_cifar10(tmp_path):
+    import h5py
+
+    batches, test = tiny_cifar()
+    write_cifar_python(tmp_path / "cifar-10-batches-py", batches, test)
+    with _store_of(cifar.load_cifar10("test", root=str(tmp_path)), tmp_path / "f.h5") as store:
+        assert store.attrs["class_names"] == CLASSES  # from batches.meta, index = label
+        assert store.attrs["num_classes"] == 10
+    with h5py.File(tmp_path / "f.h5", "r") as raw:  # a JSON list of strings, readable without this package
+        assert json.loads(raw.attrs["class_names"]) == CLASSES
+
+
+def test_stores_record_class_names_of_folders_and_digits(tmp_path):
+    for wnid, seed in (("n02102040", 0), ("n01440764", 1)):
+        save_image(tmp_path / "imagenet" / "val" / wnid / f"{wnid}_1.JPEG", random_pixels(40, 48, seed))
+    make_split_tree(tmp_path / "tree")
+    with _store_of(load_imagenet("val", root=tmp_path / "imagenet"), tmp_path / "i.h5") as store:
+        assert store.attrs["class_names"] == ["n01440764", "n02102040"]
+        assert store.labels.tolist() == [0, 1]
+    with _store_of(load_folder("test", root=tmp_path / "tree"), tmp_path / "t.h5") as store:
+        assert store.attrs["class_names"] == ["cat", "dog"]
+    digits = load_dataset("digits", "test")
+    small = ArrayImageDataset(digits.images.numpy()[:12], digits.labels[:12], digits.classes, name="digits",
+                              split="test", source="digits", image_size=32)
+    with _store_of(small, tmp_path / "d.h5") as store:
+        assert store.attrs["class_names"] == [str(d) for d in range(10)]
+
+
+def test_too_many_class_names_for_one_attribute_are_left_out(tmp_path):
+    classes = [f"class-with-a-long-name-{i:05d}" for i in range(3000)]  # ~100 KB of JSON: over HDF5 1.x's limit
+    images = np.random.default_rng(0).integers(0, 256, (4, 3, 32, 32), dtype=np.uint8)
+    data = ArrayImageDataset(images, np.arange(4), classes, name="many", split="train", source="x", image_size=32)
+    with _store_of(data, tmp_path / "f.h5") as store:  # the store is written, without the names
+        assert "class_names" not in store.attrs and store.attrs["num_classes"] == 3000

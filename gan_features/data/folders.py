@@ -7,6 +7,8 @@ to a square; no augmentation. ``materialize()`` decodes a whole (small) set once
 """
 from __future__ import annotations
 
+import struct
+import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -25,13 +27,47 @@ COMMON_SPLITS = ("train", "val", "test")
 IMAGENET_SPLITS = ("train", "val")
 
 
+# Photos, even from large sensors, stay well below this; a file declaring more is refused from its
+# header, before any pixel is decoded (a "decompression bomb": a few KB of PNG can declare 400
+# megapixels, gigabytes once decoded). PIL's own check (Image.MAX_IMAGE_PIXELS, a warning above
+# ~89 megapixels and an error above twice that) is global state a user may have changed or disabled.
+MAX_IMAGE_PIXELS = 100_000_000
+
+
 def load_image(path: str, size: int) -> np.ndarray:
-    """The image at ``path`` as uint8 (3, size, size): RGB, short side resized to ``size``, centre crop."""
+    """The image at ``path`` as uint8 (3, size, size): RGB, short side resized to ``size``, centre crop.
+
+    A file that is not a readable image (truncated, damaged, another format under an image extension)
+    or that declares more than :data:`MAX_IMAGE_PIXELS` raises :class:`GanFeaturesError` naming it.
+    """
     try:
-        with Image.open(path) as img:
-            rgb = img.convert("RGB")  # convert() reads the pixels, so the file can close here
+        with warnings.catch_warnings():
+            # sizes are checked below, against our own limit; PIL's warning would only repeat it
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:  # reads the header only
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise GanFeaturesError(
+                        f"image {path} declares {width} x {height} pixels ({width * height / 1e6:.0f} megapixels), "
+                        f"more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels a photo needs: refusing to decode "
+                        f"it (a damaged file or a decompression bomb); remove it from the dataset")
+                rgb = img.convert("RGB")  # convert() reads the pixels, so the file can close here
+    except GanFeaturesError:
+        raise
+    except Image.DecompressionBombError as e:  # PIL refuses twice its MAX_IMAGE_PIXELS inside open(), first
+        raise GanFeaturesError(f"image {path} declares too many pixels to decode safely ({one_line(e)}); "
+                               f"remove it from the dataset") from None
     except OSError as e:
-        raise GanFeaturesError(f"cannot decode image {path}: {one_line(e)}") from None
+        if e.errno is not None:  # the file itself could not be read (permissions, removed since the scan)
+            raise GanFeaturesError(f"cannot read image {path}: {e.strerror or one_line(e)}") from None
+        raise GanFeaturesError(f"cannot decode image {path} ({type(e).__name__}: {one_line(e)}): the file is "
+                               f"damaged or not an image; remove or replace it") from None
+    except (ValueError, SyntaxError, EOFError, struct.error, IndexError, TypeError, ZeroDivisionError) as e:
+        # besides OSError (not an image: UnidentifiedImageError; "image file is truncated"), PIL raises
+        # ValueError (e.g. PNG text chunks over its limit) and, from malformed headers of some formats,
+        # SyntaxError, struct.error, EOFError, IndexError...
+        raise GanFeaturesError(f"cannot decode image {path} ({type(e).__name__}: {one_line(e)}): the file is "
+                               f"damaged or not an image; remove or replace it") from None
     # torchvision's own resize/crop, so the geometry (rounding of the long side and of the crop
     # offset) is exactly ImageFolder + Resize(size) + CenterCrop(size); PIL's bilinear antialiases
     square = TF.center_crop(TF.resize(rgb, size, interpolation=TF.InterpolationMode.BILINEAR), size)
