@@ -33,6 +33,7 @@ import torch
 
 from .checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
 from .errors import GanFeaturesError
+from .output import writing_together
 from .report import provenance
 from .samples import sample_grid
 from .selection import SETTINGS_FILE, TABLE_NAME
@@ -353,8 +354,9 @@ def export_model(out_dir: str | os.PathLike, checkpoint_path: str | os.PathLike 
         out_dir.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
         raise GanFeaturesError(f"--out {out_dir} exists but is not a folder") from None
-    staged = {name: out_dir / f"{name}.partial" for name in names}
-    try:
+    # All files appear together or not at all; each is written to its own <name>.partial first.
+    with writing_together([out_dir / name for name in names]) as partials:
+        staged = dict(zip(names, partials))
         export_record = {**checkpoint.provenance, "export": {
             "source": str(source_path), "source_sha256": checkpoint.sha256, "half": True,
             "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -372,10 +374,4 @@ def export_model(out_dir: str | os.PathLike, checkpoint_path: str | os.PathLike 
         files = {name: staged[name] for name in names if name != CARD_NAME}
         chosen = Selection(table, csv_path, settings, row) if table is not None else None
         staged[CARD_NAME].write_text(render_model_card(checkpoint, source_path, log, files, chosen))
-        for name in names:  # everything is complete: now rename into place
-            os.replace(staged[name], out_dir / name)
-    finally:  # after a failure: the staged files and the writers' own temporaries
-        for path in staged.values():
-            path.unlink(missing_ok=True)
-            path.with_name(path.name + ".partial").unlink(missing_ok=True)
     return {name: out_dir / name for name in names}

@@ -9,9 +9,10 @@ a second writer, and never left half-written under its name.
   refuses at once. HDF5's own file locking is not enough: users turn it off
   (``HDF5_USE_FILE_LOCKING=FALSE`` on network file systems), and it is only taken when the file is
   opened, after minutes of work. Re-entrant within a process.
-- :func:`writing`: both, around a temporary ``<name>.partial`` that is renamed over the file only
-  when complete and removed after any failure; disk errors (no space, quota, read-only file
-  system, permission) become one line.
+- :func:`writing` (one file) and :func:`writing_together` (files that appear together or not at
+  all): both, around a temporary ``<name>.partial`` that is renamed over the file only when
+  complete and removed after any failure; disk errors (no space, quota, read-only file system,
+  permission) become one line.
 """
 from __future__ import annotations
 
@@ -20,9 +21,9 @@ import errno
 import os
 import re
 import shutil
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 from .errors import GanFeaturesError
 
@@ -155,17 +156,31 @@ def writing(path: str | os.PathLike, *, overwrite: bool = True, expected_bytes: 
     """Yield the temporary path to write ``path``'s content to; when the block ends without an
     error it is renamed over ``path``, otherwise removed. Checked and locked first; disk errors
     become one line. ``overwrite`` defaults to True: commands check their ``--overwrite`` first."""
-    path = check_output(path, overwrite, expected_bytes)
-    partial = partial_path(path, keep_suffix)
-    with output_lock(path):
+    with writing_together([path], overwrite=overwrite, expected_bytes=expected_bytes,
+                          keep_suffix=keep_suffix) as (partial,):
+        yield partial
+
+
+@contextmanager
+def writing_together(paths: Sequence[str | os.PathLike], *, overwrite: bool = True,
+                     expected_bytes: int | None = None, keep_suffix: bool = False) -> Iterator[list[Path]]:
+    """:func:`writing` for files that appear together or not at all (a table's .md and .csv, an
+    exported model's files): each is checked and locked, the block writes every temporary path
+    yielded, and only then are they all renamed; after any failure every old file stands."""
+    targets = [check_output(path, overwrite, expected_bytes) for path in paths]
+    partials = [partial_path(target, keep_suffix) for target in targets]
+    with ExitStack() as locks:
+        for target in targets:
+            locks.enter_context(output_lock(target))
         try:
-            yield partial
-            os.replace(partial, path)
-        except OSError as error:
-            partial.unlink(missing_ok=True)
-            raise disk_error(error, path) from None
-        except BaseException:
-            partial.unlink(missing_ok=True)
+            yield partials
+            for partial, target in zip(partials, targets):
+                os.replace(partial, target)
+        except BaseException as error:
+            for partial in partials:
+                partial.unlink(missing_ok=True)
+            if isinstance(error, OSError):
+                raise disk_error(error, targets[0]) from None
             raise
 
 

@@ -12,7 +12,6 @@ import os
 import platform
 import socket
 import subprocess
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import GanFeaturesError
-from .output import disk_error
+from .output import writing_together
 
 if TYPE_CHECKING:  # protocols and knn import this module; the names are needed for annotations only
     from .knn import KnnResult
@@ -195,35 +194,15 @@ def _format(value: Any) -> str:
 
 
 def _write_atomic(texts: dict[Path, str]) -> None:
-    """Write each text to a temporary file beside its target, then rename them all over the targets.
-
-    Renaming only after every temporary file is complete keeps a failure (disk full, an error while
-    writing) from leaving one file of a pair new and the other old or missing.
-    """
-    temporaries: list[Path] = []
-    mode = 0o666 & ~_umask()
-    try:
-        for path, text in texts.items():
-            with tempfile.NamedTemporaryFile("w", encoding="utf-8", newline="", dir=path.parent,
-                                             prefix=f".{path.name}.", suffix=".tmp", delete=False) as handle:
-                temporaries.append(Path(handle.name))
+    """Write each text to ``<name>.partial`` beside its target, then rename them all over the
+    targets (:func:`gan_features.output.writing_together`): a failure (disk full, an error while
+    writing) never leaves one file of a pair new and the other old or missing."""
+    with writing_together(list(texts)) as partials:
+        for text, partial in zip(texts.values(), partials):
+            with open(partial, "w", encoding="utf-8", newline="") as handle:
                 handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
-            os.chmod(handle.name, mode)  # temporary files are private (0600); results are for everyone
-        for temporary, path in zip(temporaries, texts):
-            os.replace(temporary, path)
-    except OSError as error:  # a full disk or a read-only folder: one line, and the old files stand
-        raise disk_error(error, next(iter(texts)).parent) from None
-    finally:
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)  # already renamed on success: a no-op then
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # the only way to read it is to set it: put it straight back
-    os.umask(mask)
-    return mask
 
 
 def write_benchmark(out_dir: str | os.PathLike, name: str, title: str, table: pd.DataFrame, notes: Sequence[str],
@@ -237,7 +216,7 @@ def write_benchmark(out_dir: str | os.PathLike, name: str, title: str, table: pd
              f"- CPU {cpu_model()} x {os.cpu_count()}, torch {torch.__version__}, threads "
              f"{torch.get_num_threads()}, commit {git_commit() or 'unknown'}",
              f"- load average (1 min) {load[0]:.2f} before, {load[1]:.2f} after (only meaningful on a quiet machine)",
-             *(f"- {note}" for note in notes), ""]
+             *(f"- {note}" for note in notes), "", ""]  # a blank line: a table right after a list joins the list
     markdown = "\n".join(lines) + table.to_markdown(index=False) + "\n"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torchvision.utils import make_grid, save_image
 
-from .errors import GanFeaturesError
+from .output import check_output, writing
 from .models import Generator
 
 
@@ -26,14 +26,7 @@ def grid_latents(generator: Generator, rows: int = 8, cols: int = 8, seed: int =
 def check_sample_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
     """``path`` as a Path if a PNG can be written there (replacing a file only with ``overwrite``),
     else GanFeaturesError in one line."""
-    path = Path(path)
-    if path.is_dir():
-        raise GanFeaturesError(f"{path} is a folder: give a file name, e.g. {path / 'samples.png'}")
-    if path.exists() and not overwrite:
-        raise GanFeaturesError(f"{path} already exists: pass --overwrite to replace it, or choose another --out")
-    if not path.parent.is_dir():
-        raise GanFeaturesError(f"folder {path.parent} does not exist: create it first, or choose another --out")
-    return path
+    return check_output(path, overwrite, example="samples.png")
 
 
 @torch.no_grad()
@@ -53,12 +46,6 @@ def sample_grid(generator: Generator, path: str | os.PathLike, rows: int = 8, co
     latents = grid_latents(generator, rows, cols, seed, interpolate_row)
     images = generator(latents.to(parameter.device, parameter.dtype)).float().cpu()
     grid = make_grid((images + 1) / 2, nrow=cols, padding=2).clamp_(0, 1)  # tanh range [-1, 1] -> [0, 1]
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        save_image(grid, tmp, format="PNG")  # written aside, then renamed: never a half-written PNG
-        if path.exists() and not overwrite:  # appeared while the grid was drawn
-            raise GanFeaturesError(f"{path} already exists: pass --overwrite to replace it, or choose another --out")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(path, overwrite=overwrite) as partial:  # locked, renamed when complete: never half a PNG
+        save_image(grid, partial, format="PNG")
     return path

@@ -75,6 +75,28 @@ def test_a_second_writer_refuses_at_once_while_the_first_holds_the_file(tmp_path
     assert listing(tmp_path) == ["features.h5"]
 
 
+def test_a_second_extract_of_the_same_out_refuses_before_any_work(tmp_path, capsys):
+    """Two `extract` runs writing one --out (HDF5_USE_FILE_LOCKING=FALSE, as on network file systems,
+    does not matter: the lock is the toolkit's own)."""
+    from gan_features.cli import main
+
+    checkpoint, out = tmp_path / "d.pt", tmp_path / "f.h5"
+    assert main(["init", "--arch", "radford-svhn32", "--out", str(checkpoint)]) == 0
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(out)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "HDF5_USE_FILE_LOCKING": "FALSE"})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        capsys.readouterr()
+        code = main(["extract", "--quiet", "--ckpt", str(checkpoint), "--dataset", "digits", "--split", "test",
+                     "--device", "cpu", "--out", str(out)])
+        err = capsys.readouterr().err
+        assert code == 2 and "another process is writing" in err and len(err.strip().splitlines()) == 1
+        assert not out.exists() and not (tmp_path / "f.h5.partial").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_the_lock_is_reentrant_in_one_process_and_removed_after(tmp_path):
     target = tmp_path / "f.h5"
     with output_lock(target):

@@ -22,6 +22,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gan_features.store import FeatureStore, write_features
+from gan_features.errors import GanFeaturesError
 from gan_features.svm import GRAM_BLOCK_ROWS, LinearL2SVM, evaluate, fit_c_path, fit_c_path_store, primal_objective
 from gan_features.svm.estimator import DEFAULT_PRECONDITIONER_RANK
 from gan_features.svm.rows import _TensorRows
@@ -404,7 +405,7 @@ def test_bad_store_input_gives_clear_errors(tmp_path):
     features = np.ones((40, 8), dtype=np.float32)
     features[17, 3] = np.nan
     path = write_features(tmp_path / "nan.h5", features, np.arange(40) % 2, attrs={})
-    with pytest.raises(ValueError, match="NaN or infinity"):
+    with pytest.raises(GanFeaturesError, match="row 17 has NaN or infinite features"):  # found where rows are read
         LinearL2SVM().fit_store(path)
     with pytest.raises(ValueError, match="duplicates"):
         LinearL2SVM().fit_store(path, rows=[1, 2, 2])
