@@ -354,10 +354,12 @@ def _validated(file: h5py.File, path: Path) -> tuple[h5py.Dataset, np.ndarray, d
     return features, labels, attrs
 
 
-def _check_finite(path: Path, block: np.ndarray, rows) -> None:
+def check_finite_rows(path: Path, block: np.ndarray, rows) -> None:
     """Refuse NaN or infinite values in ``block``, features just read; ``rows[i]`` is the store row
-    of block row i (an array or a range). Checked in slices, so the mask stays small."""
-    if block.size == 0:
+    of block row i (an array or a range). One float64 sum first (no mask: NaN and inf propagate,
+    and finite float16/32 values cannot overflow it); only a block that fails it is searched, in
+    slices, so the mask stays small."""
+    if block.size == 0 or np.isfinite(block.sum(dtype=np.float64)):
         return
     step = max(1, FINITE_CHECK_BYTES // (block.shape[1] * block.itemsize))
     for start in range(0, len(block), step):
@@ -421,17 +423,17 @@ class FeatureStore:
         """
         if rows is None:
             features = _read_features(self, slice(None))
-            _check_finite(self.path, features, range(len(self)))
+            check_finite_rows(self.path, features, range(len(self)))
             return features, self.labels
         if isinstance(rows, slice):
             features = _read_features(self, rows)
-            _check_finite(self.path, features, range(*rows.indices(len(self))))
+            check_finite_rows(self.path, features, range(*rows.indices(len(self))))
             return features, self.labels[rows]
         rows = np.asarray(rows)
         order = np.argsort(rows)  # h5py fancy indexing needs increasing indices
         features = np.empty((len(rows), self.dimension), dtype=self.features.dtype)
         block = _read_features(self, rows[order])
-        _check_finite(self.path, block, rows[order])
+        check_finite_rows(self.path, block, rows[order])
         features[order] = block
         return features, self.labels[rows]
 
@@ -444,7 +446,7 @@ class FeatureStore:
             rows_per_chunk = (self.features.chunks or (4096,))[0]
         for start in range(0, len(self), rows_per_chunk):
             block = _read_features(self, slice(start, start + rows_per_chunk))
-            _check_finite(self.path, block, range(start, start + len(block)))
+            check_finite_rows(self.path, block, range(start, start + len(block)))
             yield start, block
 
     def close(self) -> None:
@@ -493,7 +495,7 @@ def read_rows(store: FeatureStore, rows: np.ndarray) -> tuple[np.ndarray, np.nda
         if block.dtype != np.float32:  # float64 beyond float32's range would become inf: check after the cast
             with np.errstate(over="ignore", invalid="ignore"):
                 block = block.astype(np.float32)
-        _check_finite(store.path, block, block_rows)
+        check_finite_rows(store.path, block, block_rows)
         features[positions] = block
     return features, store.labels[rows]
 

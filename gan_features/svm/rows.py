@@ -14,12 +14,13 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from ..errors import GanFeaturesError
+from ..store import check_finite_rows
 from .tensors import _float_on, _resolve_hessian_dtype
 
 DEFAULT_STORE_BLOCK_BYTES = 64 << 20  # rows read from a store per block (two blocks live at once)
@@ -133,10 +134,7 @@ class _StoreRows(_RowSource):
         lo, hi, selected, _ = self.plan[index]
         view = buffer[:hi - lo]
         self.dataset.read_direct(view, source_sel=np.s_[lo:hi])  # converts float16 into the float32 buffer
-        if not np.isfinite(view.sum(dtype=np.float64)):  # one cheap reduction per block; the rows named below
-            bad = lo + int(np.flatnonzero(~np.isfinite(view).all(axis=1))[0])
-            raise GanFeaturesError(f"feature store {self.dataset.file.filename}: row {bad} has NaN or infinite "
-                                   "features: re-extract it with `gan-features extract`")
+        check_finite_rows(Path(self.dataset.file.filename), view, range(lo, hi))
         if selected is None or len(selected) == hi - lo:
             return view
         return view[selected - lo]  # a copy, at most one block
