@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,6 +29,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..errors import GanFeaturesError
+from ..output import writing
 from ..store import FeatureStore, read_rows
 from .gram import GRAM_BLOCK_ROWS, gram_lower
 
@@ -63,9 +63,6 @@ class StoreGram:
 
     def __init__(self, rows: np.ndarray, K: torch.Tensor, seconds: float = 0.0, cached_at: Path | None = None):
         self.rows, self.K, self.seconds, self.cached_at = rows, K, seconds, cached_at
-
-    def __len__(self) -> int:
-        return len(self.rows)
 
     def provenance(self) -> dict:
         """What a result records of the Gram matrix its fits shared."""
@@ -124,27 +121,20 @@ class StoreGram:
             return cls(file["rows"][:], K, cached_at=best[1])
 
     def save(self, store: FeatureStore) -> Path | None:
-        """Cache ``K`` beside ``store`` (written to a temporary file, then renamed: never half a
-        file under the final name) and remove cached matrices of older versions of the store.
-        A store in a read-only folder is not cached (logged); returns the file, or None."""
+        """Cache ``K`` beside ``store`` (through the toolkit's writer: locked, never half a file under
+        the final name) and remove cached matrices of older versions of the store. A store in a
+        read-only folder is not cached (logged); returns the file, or None."""
         identity = store_identity(store)
         directory = cache_directory(store)
         digest = hashlib.sha256(self.rows.tobytes()).hexdigest()[:16]
         target = directory / f"rows-{len(self.rows)}-{digest}.h5"
         try:
             directory.mkdir(exist_ok=True)
-            descriptor, partial = tempfile.mkstemp(dir=directory, prefix=target.name, suffix=".partial")
-            os.close(descriptor)
-            try:
-                with h5py.File(partial, "w") as file:
-                    file.attrs["store_identity"] = identity
-                    file.create_dataset("rows", data=self.rows)
-                    file.create_dataset("gram", data=self.K.numpy())
-                os.replace(partial, target)
-            except BaseException:
-                Path(partial).unlink(missing_ok=True)
-                raise
-        except OSError as error:
+            with writing(target) as partial, h5py.File(partial, "w") as file:
+                file.attrs["store_identity"] = identity
+                file.create_dataset("rows", data=self.rows)
+                file.create_dataset("gram", data=self.K.numpy())
+        except (OSError, GanFeaturesError) as error:
             logger.warning("Gram matrix not cached beside %s (%s)", store.path, error)
             return None
         self.cached_at = target
