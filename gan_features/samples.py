@@ -23,12 +23,6 @@ def grid_latents(generator: Generator, rows: int = 8, cols: int = 8, seed: int =
     return torch.cat([samples, (1 - weights) * start + weights * end])
 
 
-def check_sample_path(path: str | os.PathLike, overwrite: bool = True) -> Path:
-    """``path`` as a Path if a PNG can be written there (replacing a file only with ``overwrite``),
-    else GanFeaturesError in one line."""
-    return check_output(path, overwrite, example="samples.png")
-
-
 @torch.no_grad()
 def sample_grid(generator: Generator, path: str | os.PathLike, rows: int = 8, cols: int = 8, seed: int = 0,
                 interpolate_row: bool = True, overwrite: bool = True) -> Path:
@@ -41,7 +35,7 @@ def sample_grid(generator: Generator, path: str | os.PathLike, rows: int = 8, co
     Our generators normalise with the statistics of the batch being generated (as the paper's did),
     so every image of the grid comes from ONE batch: split it and the images would change.
     """
-    path = check_sample_path(path, overwrite)  # before any work
+    path = check_output(path, overwrite, example="samples.png")  # before any work
     parameter = next(generator.parameters())
     latents = grid_latents(generator, rows, cols, seed, interpolate_row)
     images = generator(latents.to(parameter.device, parameter.dtype)).float().cpu()

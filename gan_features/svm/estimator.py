@@ -38,8 +38,8 @@ from .tron import SolverSettings, _Solution
 
 BACKENDS = ("torch", "liblinear")
 SOLVERS = ("auto", "primal", "gram")
-# Measured on CI-scale CIFAR-10 features (AMD EPYC, 2 cores), cifar10 protocol, same chosen C and scores:
-# ours D 247 -> 105 s, k-means 214 -> 26 s, pixels 41 -> 5.5 s. Its weak case falls back (see .newton).
+# Whole cifar10 protocol runs at CI scale, plain TRON vs this: 1.9-7.3x faster, the same chosen C but for
+# one near tie (results/protocol_speed.md). Its weak case falls back (see .newton).
 DEFAULT_PRECONDITIONER_RANK = 256
 
 
