@@ -509,21 +509,15 @@ def _protocol_overrides(protocol: str, overrides: list[tuple[str, object]]) -> d
     return checked
 
 
-def _check_table_name(name: str) -> None:
-    if not name or Path(name).name != name or name.startswith("."):
-        raise GanFeaturesError(f"--name {name!r} must be a plain file name without folders")
-
-
 def cmd_svm(args) -> None:
     from .protocols import get_protocol
-    from .report import check_table_writable, write_result
+    from .report import check_table_writable, result_table_name, write_result
 
     overrides = _protocol_overrides(args.protocol, args.overrides)
     protocol = get_protocol(args.protocol, **{"seed": args.seed, "Cs": args.Cs, **overrides})
     name = None
     if args.results:  # every check before minutes of fitting, not after
-        name = args.name or f"svm_{protocol.name}_{Path(args.train).stem}_seed{protocol.seed}"  # write_result's
-        _check_table_name(name)
+        name = args.name or result_table_name(protocol.name, args.train, protocol.seed)
         check_output_folder(args.results, "--results")
         for table in (name, f"{name}_validation"):
             check_table_writable(args.results, table, args.overwrite)

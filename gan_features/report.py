@@ -111,11 +111,21 @@ def results_table(results: Sequence["ProtocolResult"]) -> pd.DataFrame:
     return table[leading + [column for column in table.columns if column not in leading]]
 
 
+def check_table_name(name: str) -> None:
+    """Refuse a table name that is not a plain file name (it would write outside the results folder)."""
+    if not name or Path(name).name != name or name.startswith("."):
+        raise GanFeaturesError(f"table name {name!r} must be a plain file name without directories")
+
+
+def result_table_name(protocol: str, train_store: str | os.PathLike, seed: int) -> str:
+    """:func:`write_result`'s default name: runs on other features or seeds do not overwrite each other."""
+    return f"svm_{protocol}_{Path(train_store).stem}_seed{seed}"
+
+
 def write_table(df: pd.DataFrame, results_dir: str | os.PathLike, name: str, *, title: str | None = None,
                 note: str | None = None) -> tuple[Path, Path]:
     """Write ``df`` as ``<name>.md`` (optional title and note above the table) and ``<name>.csv``."""
-    if not name or Path(name).name != name or name.startswith("."):
-        raise GanFeaturesError(f"table name {name!r} must be a plain file name without directories")
+    check_table_name(name)
     results_dir = Path(results_dir)
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
@@ -136,7 +146,7 @@ def write_result(result: "ProtocolResult", results_dir: str | os.PathLike, name:
     or seeds do not overwrite each other.
     """
     if name is None:
-        name = f"svm_{result.protocol}_{Path(result.provenance['train_store']).stem}_seed{result.params['seed']}"
+        name = result_table_name(result.protocol, result.provenance["train_store"], result.params["seed"])
     scores = f"{result.metric} (%)"
     note = result.describe().splitlines()[-1]
     paths = write_table(results_table([result]), results_dir, name, title=f"{result.protocol}: test {scores}",
@@ -150,7 +160,9 @@ def write_result(result: "ProtocolResult", results_dir: str | os.PathLike, name:
 
 
 def check_table_writable(results_dir: str | os.PathLike, name: str, overwrite: bool) -> None:
-    """Refuse, before any work is done, to replace ``<name>.md``/``.csv`` in ``results_dir`` unless asked to."""
+    """Refuse, before any work is done, a bad table name, or to replace ``<name>.md``/``.csv`` in
+    ``results_dir`` unless asked to."""
+    check_table_name(name)
     for path in (Path(results_dir) / f"{name}.md", Path(results_dir) / f"{name}.csv"):
         if path.exists() and not overwrite:
             raise GanFeaturesError(f"{path} already exists: pass --overwrite to replace it, or choose another "
