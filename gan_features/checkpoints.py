@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import GanFeaturesError
+from .errors import GanFeaturesError, one_line, shortened
 from .models import Architecture, Discriminator, Generator, get_architecture
 from .output import writing
 
@@ -91,19 +91,13 @@ REMAKE = ("make it again (`gan-features train`, `gan-features init` or `gan-feat
           "or copy it again from where it came from")
 
 
-def _one_line(text: object) -> str:
-    """``text`` with its line breaks (and the indentation around them) turned into single spaces."""
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
 def _short_repr(value: object, limit: int = 80) -> str:
-    text = _one_line(repr(value))
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return shortened(repr(value), limit)
 
 
 def _bad_checkpoint(path: Path, problem: str, fix: str = REMAKE) -> GanFeaturesError:
     """The one-line refusal of a malformed checkpoint: which file, what is wrong, how to fix it."""
-    return GanFeaturesError(_one_line(f"checkpoint {path}: {problem}: {fix}"))
+    return GanFeaturesError(one_line(f"checkpoint {path}: {problem}: {fix}"))
 
 
 def _load_error(path: Path, error: Exception) -> GanFeaturesError:
@@ -120,7 +114,7 @@ def _load_error(path: Path, error: Exception) -> GanFeaturesError:
         module, _, attribute = name.rpartition(".")
         if module in ("posix", "nt"):  # os.system pickles as posix.system
             name = f"{name} (os.{attribute})"
-        return GanFeaturesError(_one_line(
+        return GanFeaturesError(one_line(
             f"{path} is not a loadable checkpoint: it asks to run or build the Python object {name[:300]}, "
             f"which safe loading (torch.load with weights_only=True) refuses, so nothing in it was run: "
             f"use checkpoints from sources you trust, saved as plain tensors (`gan-features train`/`init`)"))
@@ -134,7 +128,7 @@ def _load_error(path: Path, error: Exception) -> GanFeaturesError:
                             "`weights_only=True` compatible with your use case:"):
             if boilerplate:
                 text = text.replace(boilerplate, "")
-    detail = _one_line(text)
+    detail = one_line(text)
     if len(detail) > 120 and ". " in detail:  # torch's first sentence says it; the rest is advice
         detail = detail.split(". ", 1)[0]
     if len(detail) > 300:
@@ -145,9 +139,9 @@ def _load_error(path: Path, error: Exception) -> GanFeaturesError:
     except OSError:
         size = None
     if size == 0:
-        return GanFeaturesError(_one_line(f"{path} is not a loadable checkpoint: the file is empty (0 bytes): "
+        return GanFeaturesError(one_line(f"{path} is not a loadable checkpoint: the file is empty (0 bytes): "
                                           f"{REMAKE}"))
-    return GanFeaturesError(_one_line(f"{path} is not a loadable checkpoint ({what}): it is truncated, damaged "
+    return GanFeaturesError(one_line(f"{path} is not a loadable checkpoint ({what}): it is truncated, damaged "
                                       f"or not a PyTorch checkpoint: {REMAKE}"))
 
 
@@ -209,7 +203,7 @@ def _check_buildable(arch: Architecture, path: Path, networks: list[type[torch.n
                                      f"instead of {wanted}")
     except Exception as error:  # noqa: BLE001 - layer sizes that do not fit: one line
         raise _bad_checkpoint(path, f"its architecture {_short_repr(arch.name)} cannot be built "
-                                    f"({type(error).__name__}: {_one_line(error)[:200]})") from None
+                                    f"({type(error).__name__}: {one_line(error)[:200]})") from None
     weights = sum(t.numel() for module in modules for t in module.state_dict().values())
     size = path.stat().st_size
     if weights > size:  # a generous bound: every stored weight takes at least 2 bytes (float16)
@@ -221,7 +215,7 @@ def _load_module(module: torch.nn.Module, state_dict: dict, what: str, path: Pat
     """Load ``state_dict`` into ``module``, refusing in one line anything that is not exactly the
     module's tensors: other keys, shapes or kinds of tensor, NaN or infinite weights."""
     def misfit(detail: str) -> GanFeaturesError:
-        return GanFeaturesError(_one_line(
+        return GanFeaturesError(one_line(
             f"{path}: the {what} weights do not fit architecture {module.arch.name!r} ({detail}): "
             f"pass the architecture that made them (--arch)"))
 
@@ -260,7 +254,7 @@ def _load_module(module: torch.nn.Module, state_dict: dict, what: str, path: Pat
     try:
         module.load_state_dict(loaded)
     except RuntimeError as error:
-        raise misfit(_one_line(error)[:300]) from None
+        raise misfit(one_line(error)[:300]) from None
 
 
 def _training_state(training: object, path: Path, both_networks: bool) -> dict | None:
@@ -293,7 +287,7 @@ def load_checkpoint(path: str | os.PathLike, architecture: str | Architecture | 
     """
     path = Path(path)
     if not path.exists():
-        raise GanFeaturesError(_one_line(f"checkpoint {path} does not exist"))
+        raise GanFeaturesError(one_line(f"checkpoint {path} does not exist"))
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # noqa: BLE001 - pickle errors, truncated files, disallowed globals
@@ -307,7 +301,7 @@ def load_checkpoint(path: str | os.PathLike, architecture: str | Architecture | 
                                     f"{FORMAT!r}", "use the gan-features version that wrote it")
     if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
         if architecture is None:
-            raise GanFeaturesError(_one_line(f"{path} is a bare state_dict with no architecture recorded: "
+            raise GanFeaturesError(one_line(f"{path} is a bare state_dict with no architecture recorded: "
                                              f"pass --arch (e.g. --arch examples64 for pytorch/examples netD files)"))
         arch = get_architecture(architecture) if isinstance(architecture, str) else architecture
         d = Discriminator(arch)
@@ -317,7 +311,7 @@ def load_checkpoint(path: str | os.PathLike, architecture: str | Architecture | 
                           has_stats)
     held = f"a dict with keys {_short_repr(sorted(map(str, payload))[:5])}" if isinstance(payload, dict) \
         else f"a {type(payload).__name__}"
-    raise GanFeaturesError(_one_line(
+    raise GanFeaturesError(one_line(
         f"{path} is neither a gan-features checkpoint nor a state_dict of tensors (it holds {held}): "
         f"pass a file written by `gan-features train`, `init` or `import-radford`, or a discriminator "
         f"state_dict with --arch"))
@@ -333,12 +327,12 @@ def _gan_features_checkpoint(payload: dict, path: Path, sha: str,
         arch = Architecture.from_dict(record)
     except Exception as error:  # noqa: BLE001 - missing or unknown fields, layers that are not dicts
         raise _bad_checkpoint(path, f"its 'architecture' record is malformed ({type(error).__name__}: "
-                                    f"{_one_line(error)[:200]})") from None
+                                    f"{one_line(error)[:200]})") from None
     _check_architecture(arch, path)
     if architecture is not None:
         wanted = architecture if isinstance(architecture, str) else architecture.name
         if wanted != arch.name:
-            raise GanFeaturesError(_one_line(f"{path} holds a {arch.name!r} model, not {wanted!r}: "
+            raise GanFeaturesError(one_line(f"{path} holds a {arch.name!r} model, not {wanted!r}: "
                                              f"drop --arch or fix it"))
     states = {}
     for key, cls in (("discriminator", Discriminator), ("generator", Generator)):

@@ -22,7 +22,7 @@ from typing import Any, Iterator
 import h5py
 import numpy as np
 
-from .errors import GanFeaturesError
+from .errors import GanFeaturesError, one_line, shortened
 from .output import check_output, disk_error, output_lock, partial_path, reserve
 
 REQUIRED_ATTRS = ("checkpoint_sha256", "architecture", "feature_spec", "dataset", "split", "count",
@@ -217,22 +217,17 @@ def _valid_text(text: str) -> str:
             return text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
 
 
-def _one_line(text: object) -> str:
-    return " ".join(str(text).splitlines()).strip()
-
-
 def _short_text(value: object, limit: int = 60) -> str:
-    text = _one_line(str(value))
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return shortened(value, limit)
 
 
 def _short_repr(value: object, limit: int = 60) -> str:
-    return _short_text(repr(value), limit)
+    return shortened(repr(value), limit)
 
 
 def _bad_store(path: Path, problem: str, fix: str = REEXTRACT) -> GanFeaturesError:
     """The one-line refusal of a malformed store: which file, what is wrong, how to fix it."""
-    return GanFeaturesError(_one_line(f"feature store {path}: {problem}: {fix}"))
+    return GanFeaturesError(one_line(f"feature store {path}: {problem}: {fix}"))
 
 
 @contextmanager
@@ -395,7 +390,7 @@ class FeatureStore:
         try:
             self._file = h5py.File(self.path, "r")
         except Exception as error:  # noqa: BLE001 - OSError mostly; anything h5py raises on a bad file
-            raise GanFeaturesError(_one_line(f"{self.path} is not a readable HDF5 feature store ({error})")) from None
+            raise GanFeaturesError(one_line(f"{self.path} is not a readable HDF5 feature store ({error})")) from None
         try:
             self.features, self.labels, self.attrs = _validated(self._file, self.path)
         except GanFeaturesError:
