@@ -26,6 +26,15 @@ largest floating-point move seen, below what a bug does. (It is not a sampling t
 images and label draws are the same in both runs, so the binomial spread of an accuracy on 2,000
 images, ~0.9 points, does not apply.)
 
+A chosen C that moves at a near tie is not a regression. At CI scale a validation score counts 1,000
+(``cifar10``) or 2,000 images, so two Cs within a few of them are a coin toss between machines: our
+random discriminator's ``cifar10`` validation scores at C = 1e-4 / 5e-4 were 59.2 / 59.2 on an AMD
+EPYC (the tie goes to 1e-4) and 59.1 / 59.3 on an Intel Xeon with AMX (5e-4), and the test score
+moved 1.65 points with the C. So when the fresh run chose another C, and by the fresh run's own
+validation scores the committed C lies within :data:`NEAR_TIE` points of its choice, the row passes
+under the wider :data:`NEAR_TIE_TOLERANCE` and says so ("ok, C near tie"). A regression that changes
+the validation curve moves the choice by more than a near tie, or the test score by more than that.
+
 The k-NN columns (rows of protocol ``knn-k20`` and ``knn-k200``: DINO's weighted k-NN probe) are
 compared the same way, with the same 1.0-point tolerance: the k-NN chooses nothing, so only the
 floating-point perturbations above can move it (they reorder near-tied neighbours and votes). Measured
@@ -41,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -49,6 +59,8 @@ from pathlib import Path
 TABLES = ("table1_cifar10.csv", "table2_svhn.csv")
 TOLERANCES = {"cifar10": 1.0, "cifar10-400": 1.0, "svhn-1000": 1.0,  # points; see the module docstring
               "knn-k20": 1.0, "knn-k200": 1.0}
+NEAR_TIE = 0.3  # validation points: 3 of the 1,000 cifar10 CI validation images (see the module docstring)
+NEAR_TIE_TOLERANCE = 3.0  # test points allowed when the C moved within a near tie
 KNN_PREFIX = "knn-"  # the k-NN rows' protocols (gan_features.bench.knn_protocols)
 SUBSET_COLUMNS = ("train_subset_sha256", "test_subset_sha256")
 NOT_MEASURED = "not measured yet"  # gan_features.bench.NOT_MEASURED: the script runs without the package
@@ -67,6 +79,16 @@ class Row:
     score: float
     scale: str
     subset: tuple[str, ...]
+    C: float | None = None  # the chosen C (SVM rows)
+    validation_by_C: tuple[tuple[float, float], ...] = ()  # (C, validation score) of every C tried
+
+    def near_tie(self, other_C: float | None) -> bool:
+        """Whether ``other_C``, not this row's C, was within :data:`NEAR_TIE` of its choice by this row's
+        own validation scores (higher is better for accuracy, lower for error)."""
+        scores = dict(self.validation_by_C)
+        if other_C is None or self.C is None or other_C == self.C or other_C not in scores or self.C not in scores:
+            return False
+        return abs(scores[other_C] - scores[self.C]) <= NEAR_TIE
 
 
 def read_measured(directory: Path) -> dict[tuple[str, str, str], Row]:
@@ -87,7 +109,8 @@ def read_measured(directory: Path) -> dict[tuple[str, str, str], Row]:
                 continue  # the paper's quoted rows are constants, not measurements
             try:
                 row = Row(name, record["model"], record["protocol"], float(record["test_mean"]),
-                          record.get("scale", ""), tuple(record.get(column, "") for column in SUBSET_COLUMNS))
+                          record.get("scale", ""), tuple(record.get(column, "") for column in SUBSET_COLUMNS),
+                          _number(record.get("C")), _by_C(record.get("validation_by_C")))
             except (KeyError, ValueError) as error:
                 raise UsageError(f"{path}: a measured row lacks a usable {error} column") from None
             key = (name, row.model, row.protocol)
@@ -95,6 +118,21 @@ def read_measured(directory: Path) -> dict[tuple[str, str, str], Row]:
                 raise UsageError(f"{path}: model {row.model!r} appears twice under protocol {row.protocol}")
             rows[key] = row
     return rows
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text else None
+    except ValueError:
+        return None
+
+
+def _by_C(text: str | None) -> tuple[tuple[float, float], ...]:
+    """The ``validation_by_C`` column ({"C": score, ...} as JSON), as (C, score) pairs."""
+    try:
+        return tuple((float(C), float(score)) for C, score in json.loads(text).items()) if text else ()
+    except (ValueError, AttributeError, TypeError):
+        return ()
 
 
 def parse_tolerances(values: list[str] | None) -> dict[str, float]:
@@ -135,9 +173,13 @@ def compare(committed: dict, fresh: dict, tolerances: dict[str, float]) -> tuple
                             f"(tolerance {tolerance:g})")
             continue
         moved = new.score - old.score
+        tie = new.near_tie(old.C)  # the C moved between two Cs the fresh run itself finds near-tied
+        if tie:
+            tolerance = max(tolerance, NEAR_TIE_TOLERANCE)
         ok = abs(moved) <= tolerance
+        status = ("ok" if ok else "FAIL") + (f", C near tie ({old.C:g} -> {new.C:g})" if tie else "")
         lines.append([old.model, old.protocol, f"{old.score:.2f}", f"{new.score:.2f}", f"{moved:+.2f}",
-                      f"{tolerance:g}", "ok" if ok else "FAIL"])
+                      f"{tolerance:g}", status])
         if not ok:
             failures.append(f"FAIL {old.model} [{old.protocol}]: committed {old.score:.2f}, fresh {new.score:.2f} "
                             f"(moved {moved:+.2f}, tolerance {tolerance:g})")

@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # the cases are tiny; more threads only contend
     from test_bad_input import CASES, run_case
 
-    from gan_features.report import git_commit, package_source_state
+    from gan_features.provenance import git_commit, package_source_state
 
     started = time.perf_counter()
     rows, broken = [], []

@@ -191,7 +191,7 @@ def _memory_available() -> int:
 
 
 def _commit() -> str:
-    from gan_features.report import package_source_state
+    from gan_features.provenance import package_source_state
 
     commit, dirty = package_source_state()  # read once: the runs take hours, HEAD may move meanwhile
     return "unknown" if commit is None else commit[:12] + ("+dirty" if dirty else "")
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     elif not (args.train and args.test):
         parser.error("give --train and --test stores, or --synthetic NxD")
 
-    from gan_features.report import cpu_model
+    from gan_features.provenance import cpu_model
     from gan_features.store import FeatureStore
 
     with FeatureStore(args.train) as store:

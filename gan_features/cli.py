@@ -1,7 +1,8 @@
-"""The ``gan-features`` command: a thin argparse layer over the Python API.
+"""The ``gan-features`` command: argument parsing only; :mod:`.commands` calls the Python API.
 
-Every subcommand parses its arguments, calls one API function, and prints what it made.
-A :class:`GanFeaturesError` becomes one line on stderr and exit status 2.
+Every subcommand parses its arguments, calls the API, and prints what it made. A
+:class:`GanFeaturesError` becomes one line on stderr and exit status 2. Each command's arguments
+are built only when that command runs (see :func:`build_parser`), with the imports they need.
 """
 from __future__ import annotations
 
@@ -10,11 +11,9 @@ import errno
 import json
 import math
 import sys
-from pathlib import Path
 
 from . import __version__
 from .errors import GanFeaturesError
-from .output import check_output, check_output_folder
 
 EXIT_USAGE = 2
 
@@ -40,28 +39,27 @@ def _positive_int_list(text: str) -> tuple[int, ...]:
     return values
 
 
-def _index_list(text: str) -> tuple[int, ...]:
-    """``--layers``: conv block indices, 0 or more, at least one."""
-    try:
-        values = _int_list(text)
-    except argparse.ArgumentTypeError:
-        values = ()
-    if not values or min(values) < 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated block indices (whole numbers from 0), e.g. "
-                                         f"0,1,2,3, got {text!r}")
-    return values
+def _checked_list(parse, valid, what: str):
+    """An argparse type: ``parse(text)`` when it gives a non-empty list that ``valid`` accepts, else one
+    line saying ``what`` was expected."""
+    def check(text: str) -> tuple:
+        try:
+            values = parse(text)
+        except argparse.ArgumentTypeError:
+            values = ()
+        if not values or not valid(values):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return values
+
+    return check
 
 
-def _positive_float_list(text: str) -> tuple[float, ...]:
-    """``--C``: a grid of distinct, finite, positive numbers."""
-    try:
-        values = _float_list(text)
-    except argparse.ArgumentTypeError:
-        values = ()
-    if not values or not all(math.isfinite(v) and v > 0 for v in values) or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated distinct positive numbers, e.g. 1e-4,1e-3,1e-2, "
-                                         f"got {text!r}")
-    return values
+# --layers: conv block indices, 0 or more; --C: a grid of distinct, finite, positive numbers
+_index_list = _checked_list(_int_list, lambda values: min(values) >= 0,
+                            "comma-separated block indices (whole numbers from 0), e.g. 0,1,2,3")
+_positive_float_list = _checked_list(
+    _float_list, lambda values: all(math.isfinite(v) and v > 0 for v in values) and len(set(values)) == len(values),
+    "comma-separated distinct positive numbers, e.g. 1e-4,1e-3,1e-2")
 
 
 def _positive(convert, what: str):
@@ -171,35 +169,19 @@ def _device_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .bench import DEFAULT_KMEANS_CENTROIDS, SCALES
-    from .data import READERS
-    from .features import BATCHNORM_MODES, POOLINGS
-    from .knn import BATCH_SIZE, DTYPES, KS, TEMPERATURE
-    from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
-    from .svm import BACKENDS
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
+    from .models import ARCHITECTURES
 
-    common, data, device = _common_parser(), _data_parser(), _device_parser()
-    parser = argparse.ArgumentParser(
-        prog="gan-features",
-        description="DCGAN discriminators as image features: train, extract to HDF5, evaluate with L2-SVMs.",
-        epilog="Run `gan-features COMMAND --help` for each command's options.")
-    _one_line_errors(parser)
-    parser.add_argument("--version", action="version", version=f"gan-features {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("demo", parents=[common], help="the whole pipeline on the embedded digits, in minutes",
-                       description="Train a small DCGAN on scikit-learn's digits, extract features of the trained "
-                                   "and of a random discriminator, fit L2-SVMs, print and write the table.")
     p.add_argument("--out-dir", default="demo-output", help="where checkpoints, stores and the table go")
     p.add_argument("--arch", default="radford-svhn32", choices=sorted(ARCHITECTURES))
     p.add_argument("--steps", type=_count, default=300, help="training steps of 128 images (default: 300)")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out-dir")
 
-    p = sub.add_parser("train", parents=[common, data, device], help="train a DCGAN (paper defaults)",
-                       description="Adversarial training with the paper's defaults; a checkpoint every epoch. "
-                                   "Multi-GPU: torchrun --nproc-per-node N -m gan_features.cli train ...")
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
+
     p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, choices=sorted(ARCHITECTURES))
     p.add_argument("--out-dir", required=True, help="run folder: checkpoints, log.jsonl, sample grids")
     length = p.add_mutually_exclusive_group()
@@ -214,9 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-memory", action="store_true", help="decode a folder dataset into memory once first")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
 
-    p = sub.add_parser("extract", parents=[common, data, device], help="discriminator features -> HDF5",
-                       description="Max-pool every conv block of a discriminator to a grid, concatenate, and "
-                                   "write one HDF5 store for one dataset split.")
+
+def _extract_arguments(p: argparse.ArgumentParser) -> None:
+    from .models import ARCHITECTURES
+    from .representations import BATCHNORM_MODES, POOLINGS
+
     p.add_argument("--ckpt", required=True, help="checkpoint (gan-features, or a raw netD state_dict with --arch)")
     p.add_argument("--arch", default=None, choices=sorted(ARCHITECTURES), help="architecture of a raw state_dict")
     p.add_argument("--out", required=True, help="the HDF5 file to write; with several splits, a name holding "
@@ -231,9 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=_index_list, default=None, help="conv blocks to use, e.g. 0,1,2,3 (default: all)")
     p.add_argument("--batch-size", type=_count, default=256)
 
-    p = sub.add_parser("svm", parents=[common], help="fit L2-SVMs on feature stores, under a protocol",
-                       description="Fit one-vs-rest squared-hinge L2-SVMs. C is always chosen on validation "
-                                   "data carved from the training store, never on the test store.")
+
+def _svm_arguments(p: argparse.ArgumentParser) -> None:
+    from .svm import BACKENDS
+
     p.add_argument("--train", required=True, help="training feature store (.h5)")
     p.add_argument("--test", required=True, help="test feature store (.h5)")
     p.add_argument("--protocol", default="holdout",
@@ -255,11 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="table name (default: svm_PROTOCOL_TRAINSTEM_seedSEED)")
     p.add_argument("--overwrite", action="store_true", help="replace NAME.md/.csv in --results")
 
-    p = _one_line_errors(sub.add_parser(
-        "knn", parents=[common], help="weighted k-NN accuracy on feature stores (DINO's probe)",
-        description="Weighted k-nearest-neighbour classification as DINO's eval_knn.py: features L2-normalised, "
-                    "the k training rows of highest cosine similarity vote with weight exp(similarity / T). "
-                    "Nothing is chosen, so the test store is only scored."))
+
+def _knn_arguments(p: argparse.ArgumentParser) -> None:
+    from .knn import BATCH_SIZE, DTYPES, KS, TEMPERATURE
+
     p.add_argument("--train", required=True, help="training feature store (.h5)")
     p.add_argument("--test", required=True, help="test feature store (.h5)")
     p.add_argument("--k", dest="ks", type=_positive_int_list, default=KS, metavar="K,K,...",
@@ -274,12 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive(int, "a whole number of at least 1"), default=BATCH_SIZE,
                    help=f"test rows per similarity block of batch x training rows (default: {BATCH_SIZE})")
 
-    p = sub.add_parser("bench", parents=[common, device], help="the paper's Tables 1 and 2 beside our measurements",
-                       description="Measure Table 1 (CIFAR-10: cifar10 and cifar10-400) and Table 2 (SVHN: svhn-1000) "
-                                   "for the given discriminators, a random one of each architecture, raw pixels and "
-                                   "k-means, beside the paper's quoted rows; write table1_cifar10.md/.csv and "
-                                   "table2_svhn.md/.csv. Features are cached outside the repository. See "
-                                   "results/README.md.")
+
+def _bench_arguments(p: argparse.ArgumentParser) -> None:
+    from .bench.config import DEFAULT_KMEANS_CENTROIDS, SCALES
+
     p.add_argument("--scale", default="ci", choices=SCALES,
                    help="ci: a fixed stratified subset of 10,000 training / 2,000 test images, for regression "
                         "checks (default); full: every image, the numbers to set beside the paper's")
@@ -316,22 +298,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "them), the others marked 'not measured yet' with how far they got; safe to run beside "
                         "the run that is measuring them")
 
-    p = sub.add_parser("init", parents=[common], help="save a randomly initialised DCGAN (a baseline)")
+
+def _init_arguments(p: argparse.ArgumentParser) -> None:
+    from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
+
     p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, choices=sorted(ARCHITECTURES))
     p.add_argument("--out", required=True, help="the checkpoint file to write, e.g. random.pt")
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
-    p = sub.add_parser("import-radford", parents=[common], help="import the DCGAN paper authors' Theano weights",
-                       description="Convert a model folder of the paper's released weights (*_params.jl_NN.npy) "
-                                   "into a gan-features checkpoint.")
+
+def _import_radford_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("directory")
     p.add_argument("--out", required=True, help="the checkpoint file to write")
     p.add_argument("--allow-missing", action="store_true",
                    help="keep missing tensors at random init (the public ImageNet model lacks 5 files)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
-    p = sub.add_parser("sample", parents=[common], help="a PNG grid of generator samples")
+
+def _sample_arguments(p: argparse.ArgumentParser) -> None:
+    from .models import ARCHITECTURES
+
     p.add_argument("--ckpt", required=True, help="checkpoint holding a generator")
     p.add_argument("--arch", default=None, choices=sorted(ARCHITECTURES), help="architecture of a raw state_dict")
     p.add_argument("--out", required=True, help="PNG file")
@@ -339,12 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-interpolation", action="store_true", help="leave out the interpolation row")
 
-    p = sub.add_parser("select", parents=[common, device], help="score a run's checkpoints without any test split",
-                       description="Score every epoch checkpoint of a training run by a linear L2-SVM's validation "
-                                   "accuracy on a fixed, seeded, stratified subset of a labelled TRAINING split (fit "
-                                   "and disjoint validation rows), plus a sample-diversity collapse indicator; write "
-                                   "selection.csv/.md/.json into --out and name the best. Checkpoints already scored "
-                                   "there with the same settings are reused.")
+
+def _select_arguments(p: argparse.ArgumentParser) -> None:
+    from .data import READERS
+
     p.add_argument("run_dir", help="training run folder (gan-features train --out-dir)")
     p.add_argument("--out", required=True, help="folder for the selection table (keep it out of the run folder)")
     p.add_argument("--pattern", default="epoch*.pt", help="checkpoints to score, a glob in the run folder "
@@ -368,10 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=_non_negative, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="discard a table in --out made with other settings")
 
-    p = sub.add_parser("export", parents=[common], help="a checkpoint as compact fp16 weights with a model card",
-                       description="Write the checkpoint as float16 weights without optimiser state (loads with "
-                                   "weights_only), MODEL_CARD.md, samples.png, losses.png (from the run's log.jsonl) "
-                                   "and a copy of the selection table into --out.")
+
+def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", default=None, help="checkpoint to export (default: the best one of --selection)")
     p.add_argument("--selection", default=None, help="the --out folder (or selection.csv) of gan-features select")
     p.add_argument("--run-dir", default=None, help="run folder holding log.jsonl (default: the checkpoint's folder)")
@@ -379,286 +362,99 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help="latents of the sample grid (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace files an earlier export left in --out")
 
-    p = sub.add_parser("info", help="print the provenance of a checkpoint or a feature store")
+
+def _info_arguments(p: argparse.ArgumentParser) -> None:
+    from .models import ARCHITECTURES
+
     p.add_argument("path")
     p.add_argument("--arch", default=None, choices=sorted(ARCHITECTURES), help="architecture of a raw state_dict")
-    sub.add_parser("archs", help="list the registered architectures")
-    for name, subparser in sub.choices.items():  # every command's parse errors: one line, as its other errors
-        _one_line_errors(subparser)
+
+
+# command: (parent argument groups, the function adding its own arguments, add_parser's texts)
+COMMAND_ARGUMENTS = {
+    "demo": (('common',), _demo_arguments,
+        dict(help="the whole pipeline on the embedded digits, in minutes",
+             description="Train a small DCGAN on scikit-learn's digits, extract features of the trained and of a "
+                         "random discriminator, fit L2-SVMs, print and write the table.")),
+    "train": (('common', 'data', 'device'), _train_arguments,
+        dict(help="train a DCGAN (paper defaults)",
+             description="Adversarial training with the paper's defaults; a checkpoint every epoch. Multi-GPU: "
+                         "torchrun --nproc-per-node N -m gan_features.cli train ...")),
+    "extract": (('common', 'data', 'device'), _extract_arguments,
+        dict(help="discriminator features -> HDF5",
+             description="Max-pool every conv block of a discriminator to a grid, concatenate, and write one HDF5 "
+                         "store for one dataset split.")),
+    "svm": (('common',), _svm_arguments,
+        dict(help="fit L2-SVMs on feature stores, under a protocol",
+             description="Fit one-vs-rest squared-hinge L2-SVMs. C is always chosen on validation data carved from "
+                         "the training store, never on the test store.")),
+    "knn": (('common',), _knn_arguments,
+        dict(help="weighted k-NN accuracy on feature stores (DINO's probe)",
+             description="Weighted k-nearest-neighbour classification as DINO's eval_knn.py: features L2-normalised, "
+                         "the k training rows of highest cosine similarity vote with weight exp(similarity / T). "
+                         "Nothing is chosen, so the test store is only scored.")),
+    "bench": (('common', 'device'), _bench_arguments,
+        dict(help="the paper's Tables 1 and 2 beside our measurements",
+             description="Measure Table 1 (CIFAR-10: cifar10 and cifar10-400) and Table 2 (SVHN: svhn-1000) for the "
+                         "given discriminators, a random one of each architecture, raw pixels and k-means, beside the"
+                         " paper's quoted rows; write table1_cifar10.md/.csv and table2_svhn.md/.csv. Features are "
+                         "cached outside the repository. See results/README.md.")),
+    "init": (('common',), _init_arguments,
+        dict(help="save a randomly initialised DCGAN (a baseline)")),
+    "import-radford": (('common',), _import_radford_arguments,
+        dict(help="import the DCGAN paper authors' Theano weights",
+             description="Convert a model folder of the paper's released weights (*_params.jl_NN.npy) into a "
+                         "gan-features checkpoint.")),
+    "sample": (('common',), _sample_arguments,
+        dict(help="a PNG grid of generator samples")),
+    "select": (('common', 'device'), _select_arguments,
+        dict(help="score a run's checkpoints without any test split",
+             description="Score every epoch checkpoint of a training run by a linear L2-SVM's validation accuracy on "
+                         "a fixed, seeded, stratified subset of a labelled TRAINING split (fit and disjoint "
+                         "validation rows), plus a sample-diversity collapse indicator; write selection.csv/.md/.json"
+                         " into --out and name the best. Checkpoints already scored there with the same settings are "
+                         "reused.")),
+    "export": (('common',), _export_arguments,
+        dict(help="a checkpoint as compact fp16 weights with a model card",
+             description="Write the checkpoint as float16 weights without optimiser state (loads with weights_only), "
+                         "MODEL_CARD.md, samples.png, losses.png (from the run's log.jsonl) and a copy of the "
+                         "selection table into --out.")),
+    "info": ((), _info_arguments,
+        dict(help="print the provenance of a checkpoint or a feature store")),
+    "archs": ((), None, dict(help="list the registered architectures")),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``gan-features`` parser. With ``command``, only that command gets its arguments; the others
+    are listed by name and help, so ``gan-features --help`` imports nothing heavy (torch alone takes
+    over a second to import)."""
+    parser = argparse.ArgumentParser(
+        prog="gan-features",
+        description="DCGAN discriminators as image features: train, extract to HDF5, evaluate with L2-SVMs.",
+        epilog="Run `gan-features COMMAND --help` for each command's options.")
+    _one_line_errors(parser)
+    parser.add_argument("--version", action="version", version=f"gan-features {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups = {"common": _common_parser, "data": _data_parser, "device": _device_parser}
+    for name, (parents, add_arguments, texts) in COMMAND_ARGUMENTS.items():
+        if command is not None and name != command:
+            sub.add_parser(name, help=texts["help"])
+            continue
+        p = _one_line_errors(sub.add_parser(name, parents=[groups[group]() for group in parents], **texts))
+        if add_arguments is not None:
+            add_arguments(p)
     return parser
 
 
 def _configure(args) -> None:
-    from .report import package_source_state
+    from .provenance import package_source_state
 
     package_source_state()  # the code this run loaded, before a commit made while it runs can move HEAD
     if getattr(args, "threads", None):
         import torch
 
         torch.set_num_threads(args.threads)
-
-
-def _image_size(args, arch) -> int:
-    return args.image_size or arch.image_size
-
-
-def cmd_demo(args) -> None:
-    from .demo import run_demo
-
-    check_output_folder(args.out_dir, "--out-dir")
-    run_demo(args.out_dir, arch=args.arch, steps=args.steps, seed=args.seed, overwrite=args.overwrite,
-             progress=not args.quiet)
-
-
-def cmd_train(args) -> None:
-    from .data import load_dataset
-    from .models import get_architecture
-    from .train import TrainConfig, train
-
-    out_dir = check_output_folder(args.out_dir, "--out-dir")
-    if (out_dir / "latest.pt").exists() and not args.resume:  # before the data is read, not after
-        raise GanFeaturesError(f"{out_dir} already holds a run: pass --resume to continue it or choose "
-                               f"another --out-dir")
-    arch = get_architecture(args.arch)
-    arch.check_image_size(_image_size(args, arch))
-    dataset = load_dataset(args.dataset, args.split, args.data_root, _image_size(args, arch), args.download)
-    if args.in_memory and hasattr(dataset, "materialize"):
-        dataset = dataset.materialize(progress=not args.quiet)
-    config = TrainConfig(arch=args.arch, dataset=args.dataset, data_root=args.data_root, split=args.split,
-                         out_dir=args.out_dir, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
-                         lr=args.lr, beta1=args.beta1, seed=args.seed, device=args.device,
-                         precision=args.precision, num_workers=args.num_workers,
-                         checkpoint_every=args.checkpoint_every, resume=args.resume)
-    print(train(config, dataset, progress=not args.quiet))
-
-
-def cmd_extract(args) -> None:
-    from .checkpoints import load_checkpoint
-    from .data import load_dataset
-    from .device import pick_device
-    from .features import FeatureSpec, extract_to_store, prepare_discriminator
-
-    splits = list(dict.fromkeys(s.strip() for s in args.split.split(",") if s.strip()))
-    if not splits:
-        raise GanFeaturesError(f"--split {args.split!r} names no split: pass e.g. --split train or --split train,test")
-    if len(splits) > 1 and "{split}" not in args.out:
-        raise GanFeaturesError("several splits need one file each: put {split} in --out, e.g. "
-                               "--out features-{split}.h5")
-    outs = {split: args.out.replace("{split}", split) for split in splits}
-    for out in outs.values():  # fail before any work, not after the first split
-        check_output(out, args.overwrite, example="features.h5")
-    device = pick_device(args.device)
-    checkpoint = load_checkpoint(args.ckpt, architecture=args.arch)
-    if checkpoint.discriminator is None:
-        raise GanFeaturesError(f"{args.ckpt} holds no discriminator")
-    size = _image_size(args, checkpoint.architecture)
-    checkpoint.architecture.check_image_size(size)
-    spec = FeatureSpec(grid=args.grid, pooling=args.pooling, layers=args.layers, batchnorm=args.batchnorm)
-    spec.block_indices(checkpoint.discriminator)  # layers that exist
-    if spec.batchnorm == "running" and not checkpoint.has_running_stats:
-        raise GanFeaturesError(f"{args.ckpt} has no batch-norm running statistics (imported or raw weights): "
-                               f"use --batchnorm recompute")
-    datasets = {split: load_dataset(args.dataset, split, args.data_root, size, args.download) for split in splits}
-    statistics = None
-    if spec.batchnorm == "recompute":
-        statistics = datasets.get(args.stats_split)
-        if statistics is None:
-            try:
-                statistics = load_dataset(args.dataset, args.stats_split, args.data_root, size)
-            except GanFeaturesError as error:
-                raise GanFeaturesError(
-                    f"{error} (batch-norm statistics are recomputed on --stats-split {args.stats_split}: pass "
-                    f"--stats-split with a split that exists, e.g. --stats-split {splits[0]}, or --batchnorm "
-                    f"running)") from None
-    # statistics are recomputed once and shared by every split
-    discriminator = prepare_discriminator(checkpoint, spec, statistics, device, args.num_workers, not args.quiet,
-                                          args.precision)
-    for split, dataset in datasets.items():
-        print(extract_to_store(checkpoint, dataset, outs[split], spec, statistics_dataset=statistics,
-                               batch_size=args.batch_size, device=device, precision=args.precision,
-                               num_workers=args.num_workers, overwrite=args.overwrite, progress=not args.quiet,
-                               discriminator=discriminator))
-
-
-def _protocol_overrides(protocol: str, overrides: list[tuple[str, object]]) -> dict[str, object]:
-    """``--set KEY=VALUE`` pairs, each checked against the type of the protocol's parameter KEY."""
-    import dataclasses
-
-    from .protocols import PROTOCOLS
-
-    cls = PROTOCOLS.get(protocol)
-    defaults = {} if cls is None else {f.name: f.default for f in dataclasses.fields(cls)}
-    checked = {}
-    for key, value in overrides:
-        default = defaults.get(key, dataclasses.MISSING)
-        number = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if isinstance(default, bool) or default is dataclasses.MISSING:
-            pass  # unknown keys: the protocol lists its parameters
-        elif isinstance(default, int) and not (number and (isinstance(value, int) or value.is_integer())):
-            raise GanFeaturesError(f"--set {key}={value}: {key} takes a whole number, e.g. --set {key}={default}")
-        elif isinstance(default, float) and not (number and math.isfinite(value)):
-            raise GanFeaturesError(f"--set {key}={value}: {key} takes a number, e.g. --set {key}={default}")
-        elif isinstance(default, str) and not isinstance(value, str):
-            value = json.dumps(value)  # e.g. a split named "1"
-        elif isinstance(default, tuple) and not (isinstance(value, list) and value):
-            example = ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in default[:2])
-            raise GanFeaturesError(f"--set {key}={value}: {key} takes a JSON list, e.g. --set {key}=[{example}]")
-        if isinstance(default, int) and not isinstance(default, bool) and number:
-            value = int(value)
-        checked[key] = value
-    return checked
-
-
-def cmd_svm(args) -> None:
-    from .protocols import get_protocol
-    from .report import check_table_writable, result_table_name, write_result
-
-    overrides = _protocol_overrides(args.protocol, args.overrides)
-    protocol = get_protocol(args.protocol, **{"seed": args.seed, "Cs": args.Cs, **overrides})
-    name = None
-    if args.results:  # every check before minutes of fitting, not after
-        name = args.name or result_table_name(protocol.name, args.train, protocol.seed)
-        check_output_folder(args.results, "--results")
-        for table in (name, f"{name}_validation"):
-            check_table_writable(args.results, table, args.overwrite)
-    svm_params = {"backend": args.backend} if args.backend else None
-    result = protocol.run(args.train, args.test, svm_params=svm_params, progress=not args.quiet,
-                          gram_cache=args.gram_cache)
-    print(result.describe())
-    if args.results:
-        for path in write_result(result, args.results, name=name):
-            print(path)
-
-
-def cmd_knn(args) -> None:
-    from .knn import knn_probe
-    from .report import check_table_writable, write_knn_result
-
-    if args.results:  # before minutes of work, not after
-        check_output_folder(args.results, "--results")
-        check_table_writable(args.results, "knn", args.overwrite)
-    result = knn_probe(args.train, args.test, ks=args.ks, temperature=args.temperature, device=args.device,
-                       batch_size=args.batch_size, precision=args.precision, progress=not args.quiet)
-    print(result.describe())
-    if args.results:
-        for path in write_knn_result(result, args.results, overwrite=args.overwrite):
-            print(path)
-
-
-def bench_config(args):
-    """The :class:`~gan_features.bench.BenchConfig` that ``gan-features bench`` arguments describe."""
-    from .bench import BenchConfig
-
-    return BenchConfig(
-        checkpoints=args.checkpoints, cifar_checkpoints=args.cifar_checkpoints, cifar_root=args.cifar_root,
-        svhn_root=args.svhn_root, svhn_checkpoint=args.svhn_ckpt, scale=args.scale, results_dir=args.results,
-        cache_dir=args.cache_dir, seed=args.seed, precision=args.precision, device=args.device,
-        batch_size=args.batch_size, kmeans_centroids=args.kmeans_centroids, random_baseline=not args.no_random,
-        pixel_baseline=not args.no_pixels, knn=not args.no_knn, Cs=args.Cs, resume=args.resume,
-        saved_only=args.saved_only, progress=not args.quiet)
-
-
-def cmd_bench(args) -> None:
-    from . import bench
-
-    for option, folder in (("--results", args.results), ("--cache-dir", args.cache_dir)):
-        if folder is not None:
-            check_output_folder(folder, option)
-    for path in bench.run_bench(bench_config(args)).values():
-        print(path)
-
-
-def cmd_init(args) -> None:
-    from .train import random_checkpoint
-
-    check_output(args.out, args.overwrite, example="random.pt")
-    print(random_checkpoint(args.arch, args.out, seed=args.seed))
-
-
-def cmd_import_radford(args) -> None:
-    from .radford import save_radford_checkpoint
-
-    check_output(args.out, args.overwrite, example="radford.pt", create_folder=True)
-    print(save_radford_checkpoint(args.directory, args.out, allow_missing=args.allow_missing,
-                                  overwrite=args.overwrite))
-
-
-def cmd_sample(args) -> None:
-    from .checkpoints import load_checkpoint
-    from .samples import sample_grid
-
-    check_output(args.out, args.overwrite, example="samples.png")
-    checkpoint = load_checkpoint(args.ckpt, architecture=args.arch)
-    if checkpoint.generator is None:
-        raise GanFeaturesError(f"{args.ckpt} holds no generator (a discriminator's weights only): sample from a "
-                               f"gan-features checkpoint of the pair (gan-features train, init or import-radford)")
-    print(sample_grid(checkpoint.generator, args.out, seed=args.seed, interpolate_row=not args.no_interpolation,
-                      overwrite=args.overwrite))
-
-
-def cmd_select(args) -> None:
-    from .checkpoints import load_checkpoint
-    from .data import load_dataset
-    from .device import pick_device
-    from .selection import SelectionSettings, check_training_split, run_checkpoints, select_checkpoint
-
-    check_training_split(args.split)  # before any data is read
-    check_output_folder(args.out, "--out")
-    paths = run_checkpoints(args.run_dir, args.pattern)
-    settings = SelectionSettings(fit_size=args.fit_size, validation_size=args.validation_size,
-                                 subset_seed=args.subset_seed, precision=args.precision,
-                                 diversity_samples=args.diversity_samples, svm_tol=args.svm_tol,
-                                 **({"Cs": args.Cs} if args.Cs is not None else {}))
-    image_size = load_checkpoint(paths[0]).architecture.image_size
-    dataset = load_dataset(args.dataset, args.split, args.data_root, image_size)
-    result = select_checkpoint(args.run_dir, args.out, dataset, settings, checkpoints=paths,
-                               device=pick_device(args.device), batch_size=args.batch_size,
-                               num_workers=args.num_workers, min_diversity=args.min_diversity,
-                               overwrite=args.overwrite, progress=not args.quiet)
-    best = result.best
-    print(f"scored {result.scored}, reused {result.reused}; best: {best['checkpoint']} "
-          f"({best['validation_accuracy_pct']:.2f}% validation accuracy, C={best['C']:g}, "
-          f"sample diversity {best['sample_diversity']:.3f})")
-    for path in result.paths:
-        print(path)
-
-
-def cmd_export(args) -> None:
-    from .modelcard import export_model
-
-    check_output_folder(args.out, "--out")
-    for path in export_model(args.out, args.ckpt, run_dir=args.run_dir, selection=args.selection,
-                             sample_seed=args.seed, overwrite=args.overwrite).values():
-        print(path)
-
-
-def cmd_info(args) -> None:
-    path = Path(args.path)
-    if path.suffix in (".h5", ".hdf5"):
-        from .store import FeatureStore
-
-        with FeatureStore(path) as store:
-            info = {"rows": len(store), "dimension": store.dimension, **store.attrs}
-    else:
-        from .checkpoints import load_checkpoint
-
-        c = load_checkpoint(path, architecture=args.arch)
-        info = {"architecture": c.architecture.name, "sha256": c.sha256, "has_discriminator": c.discriminator
-                is not None, "has_generator": c.generator is not None, "has_running_stats": c.has_running_stats,
-                "resumable": c.training is not None, "provenance": c.provenance}
-    print(json.dumps(info, indent=2, default=str))
-
-
-def cmd_archs(args) -> None:
-    from .models import ARCHITECTURES
-
-    for name, arch in ARCHITECTURES.items():
-        print(f"{name:20s} {arch.image_size}x{arch.image_size}  {arch.feature_dim():6d}-d features  {arch.description}")
-
-
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "extract": cmd_extract, "svm": cmd_svm, "knn": cmd_knn,
-            "bench": cmd_bench, "init": cmd_init, "import-radford": cmd_import_radford, "sample": cmd_sample,
-            "select": cmd_select, "export": cmd_export, "info": cmd_info, "archs": cmd_archs}
 
 
 FILE_SYSTEM_ERRORS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
@@ -672,10 +468,16 @@ def _error_line(command: str, error: Exception) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    named = next((arg for arg in argv if not arg.startswith("-")), None)  # no top-level option takes a value
+    args = build_parser(named if named in COMMAND_ARGUMENTS else "").parse_args(argv)
+    from . import commands
+    from .provenance import recorded_command
+
     try:
-        _configure(args)
-        COMMANDS[args.command](args)
+        with recorded_command(argv):  # every result this command writes names it
+            _configure(args)
+            commands.COMMANDS[args.command](args)
     except GanFeaturesError as error:
         _error_line(args.command, error)
         return EXIT_USAGE

@@ -18,28 +18,19 @@ import shutil
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .checkpoints import load_checkpoint
 from .data import load_dataset
 from .errors import GanFeaturesError
-from .features import FeatureSpec, extract_to_store, prepare_discriminator
 from .models import get_architecture
 from .protocols import get_protocol
 from .report import write_table
-from .store import write_features
+from .representations import DiscriminatorFeatures, PixelFeatures, extract_to_store
 from .train import TrainConfig, random_checkpoint, train
 
 DEMO_CS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)  # wider than the paper's grid: raw pixels need larger C
 FEW_LABELS = {"n_per_class": 10, "validation_size": 300, "selection_draws": 5, "test_draws": 20}
-
-
-def _raw_pixel_store(dataset, path: Path, overwrite: bool) -> Path:
-    pixels = dataset.images.reshape(len(dataset), -1).numpy().astype(np.float32) / 127.5 - 1.0
-    return write_features(path, pixels, dataset.labels, {
-        "checkpoint_sha256": "none (raw pixels)", "architecture": "none", "feature_spec": {"raw_pixels": True},
-        **dataset.describe()}, overwrite=overwrite)
 
 
 def run_demo(out_dir: str | Path = "demo-output", arch: str = "radford-svhn32", steps: int = 300, seed: int = 0,
@@ -63,18 +54,15 @@ def run_demo(out_dir: str | Path = "demo-output", arch: str = "radford-svhn32", 
     train_seconds = time.perf_counter() - t
     random_path = random_checkpoint(arch, out / "random-init.pt", seed=seed)  # training started from these weights
 
-    spec = FeatureSpec()
+    models = {f"trained D ({steps} steps)": ("trained", DiscriminatorFeatures(load_checkpoint(trained_path))),
+              "random D (same init)": ("random", DiscriminatorFeatures(load_checkpoint(random_path))),
+              "raw pixels": ("pixels", PixelFeatures())}
     representations = {}
-    for label, path in ((f"trained D ({steps} steps)", trained_path), ("random D (same init)", random_path)):
-        checkpoint = load_checkpoint(path)
-        discriminator = prepare_discriminator(checkpoint, spec, train_set, progress=progress)
-        tag = "trained" if path == trained_path else "random"
-        representations[label] = tuple(
-            extract_to_store(checkpoint, data, out / f"{tag}-{data.split}.h5", spec, discriminator=discriminator,
-                             statistics_dataset=train_set, overwrite=overwrite, progress=progress)
-            for data in (train_set, test_set))
-    representations["raw pixels"] = tuple(_raw_pixel_store(data, out / f"pixels-{data.split}.h5", overwrite)
-                                          for data in (train_set, test_set))
+    for label, (tag, representation) in models.items():
+        representation.fit(train_set, progress=progress)  # batch-norm statistics over the training images
+        representations[label] = tuple(extract_to_store(representation, data, out / f"{tag}-{data.split}.h5",
+                                                        overwrite=overwrite, progress=progress)
+                                       for data in (train_set, test_set))
 
     rows = []
     for label, (train_store, test_store) in representations.items():

@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from .device import pick_device
 from .errors import GanFeaturesError
-from .report import provenance
+from .provenance import provenance
 from .store import StoreLike, check_store_pair, opened_store, store_pair_provenance
 
 KS: tuple[int, ...] = (20, 200)  # DINO's

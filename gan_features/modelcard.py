@@ -34,7 +34,7 @@ import torch
 from .checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
 from .errors import GanFeaturesError
 from .output import writing_together
-from .report import provenance
+from .provenance import provenance
 from .samples import sample_grid
 from .selection import SETTINGS_FILE, TABLE_NAME
 from .training_log import plot_training_curves, read_training_log
@@ -190,8 +190,9 @@ def _training_section(checkpoint: Checkpoint, source_path: Path, log: pd.DataFra
     data = record.get("dataset") or {}
     arch = checkpoint.architecture
     image_size = data.get("image_size")
-    command = training_command(config, int(record.get("world_size", 1) or 1),
-                               image_size if image_size not in (None, arch.image_size) else None)
+    recorded = record.get("command")  # the real command line; runs started from Python have none
+    command = recorded or training_command(config, int(record.get("world_size", 1) or 1),
+                                           image_size if image_size not in (None, arch.image_size) else None)
     last = log.tail(min(10, len(log)))
     lines = [
         "## Training", "",
@@ -212,8 +213,10 @@ def _training_section(checkpoint: Checkpoint, source_path: Path, log: pd.DataFra
         f"| torch (training) | {record.get('torch_version', 'not recorded')} |",
         f"| last {len(last)} logged steps (mean) | D loss {last['loss_d'].mean():.3f}, G loss {last['loss_g'].mean():.3f}, "
         f"D(real) {last['d_real'].mean():.3f}, D(G(z)) {last['d_fake'].mean():.3f} |", "",
-        "The command that trains it (the checkpoint is the state after the epochs above; `--in-memory`, if "
-        "it was used, is not recorded: it changes speed, not results):", "",
+        ("The command that trained it, as recorded (the checkpoint is the state after the epochs above):"
+         if recorded else
+         "The command that trains it (the checkpoint is the state after the epochs above; `--in-memory`, if "
+         "it was used, is not recorded: it changes speed, not results):"), "",
         "```bash", command, "```", ""]
     caveats = command_caveats(config)
     if config.get("resume"):

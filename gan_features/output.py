@@ -12,18 +12,19 @@ a second writer, and never left half-written under its name.
 - :func:`writing` (one file) and :func:`writing_together` (files that appear together or not at
   all): both, around a temporary ``<name>.partial`` that is renamed over the file only when
   complete and removed after any failure; disk errors (no space, quota, read-only file system,
-  permission) become one line.
+  permission) become one line. :func:`write_texts` and :func:`write_json` write text through them.
 """
 from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import re
 import shutil
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from .errors import GanFeaturesError
 
@@ -182,6 +183,29 @@ def writing_together(paths: Sequence[str | os.PathLike], *, overwrite: bool = Tr
             if isinstance(error, OSError):
                 raise disk_error(error, targets[0]) from None
             raise
+
+
+def write_texts(texts: dict[Path, str]) -> None:
+    """Write each text to its path, all or none (:func:`writing_together`), synced to disk before
+    the renames: a failure never leaves one file of a pair new and the other old or missing."""
+    with writing_together(list(texts)) as partials:
+        for text, partial in zip(texts.values(), partials):
+            with open(partial, "w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
+
+
+def write_json(path: Path, value: Any, indent: int = 1) -> Path:
+    """``value`` as a JSON file (keys sorted; numpy scalars as the numbers they hold), written whole."""
+    write_texts({path: json.dumps(value, indent=indent, sort_keys=True, default=_plain) + "\n"})
+    return path
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as the Python numbers they hold (what is written reads back the same), else text."""
+    item = getattr(value, "item", None)
+    return item() if callable(item) and getattr(value, "shape", None) == () else str(value)
 
 
 def disk_error(error: Exception, path: str | os.PathLike) -> Exception:

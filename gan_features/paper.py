@@ -5,7 +5,7 @@ Generative Adversarial Networks*, arXiv:1511.06434v2 (ICLR 2016), Table 1 (CIFAR
 (SVHN, 1000 labels). Every cell is kept as the paper prints it (``text``); numbers are parsed from
 that text, so there is one source of truth and a typo cannot hide in a second copy.
 
-Checked against public text of the paper (not the PDF itself) on 2026-11-24:
+Checked against public text of the paper (not the PDF itself):
 - the v2 text states 80.6% (1-layer k-means, 4800 maps), 82.0% (multi-layer k-means), 82.8%
   (DCGAN + L2-SVM, 28672-d features, 512 maps in the top layer), that Exemplar CNNs do better,
   22.48% SVHN test error with 1000 labels and 28.87% for the supervised CNN of the same architecture;

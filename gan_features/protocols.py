@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import json
 import math
 import operator
 import os
@@ -38,90 +37,14 @@ import torch
 from tqdm import tqdm
 
 from .errors import GanFeaturesError
-from .report import provenance
+from .protocol_results import ProtocolResult, Summary
+from .provenance import provenance
 from .store import FeatureStore, StoreLike, check_store_pair, read_rows, rows_per_block
 from .store import opened_store as _opened
 from .store import store_pair_provenance as _store_provenance
 from .svm import GRAM_MAX_ROW_FRACTION, LinearL2SVM, StoreGram, fit_c_path
 
 PAPER_CS: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)  # the original SVHN analysis' grid
-
-
-# --------------------------------------------------------------------------------------------- results
-@dataclass(frozen=True)
-class Summary:
-    """Mean and spread of one score (percent) over ``n`` fits."""
-
-    mean: float
-    std: float  # population std (ddof=0), as the original's np.std
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> "Summary":
-        values = np.asarray(values, dtype=np.float64)
-        return cls(float(values.mean()), float(values.std()), len(values))
-
-    @property
-    def ci95(self) -> float:
-        """1.96 std: the half-width the original SVHN analysis prints after its means."""
-        return 1.96 * self.std
-
-
-@dataclass(frozen=True, eq=False)  # eq=False: a DataFrame field has no boolean ==
-class ProtocolResult:
-    """One protocol run: the chosen C, how every C scored on validation, the test score, provenance."""
-
-    protocol: str
-    metric: str  # "accuracy" or "error", in percent
-    spread: str  # what the paper prints after +-: "std" or "ci95"
-    params: dict  # the protocol's parameters (seed, Cs, draws...) and the SVM's ("svm")
-    chosen_C: float
-    validation: pd.DataFrame  # one row per C: C, mean, std, ci95, fits, chosen
-    test: Summary
-    final_validation: Summary | None  # validation scores of the final models; None if they trained on it
-    wall_time_s: float  # this run's; fits an earlier, stopped run saved are counted below
-    provenance: dict
-    resumed_fits: int = 0  # fits loaded from checkpoint_dir instead of refitted
-    resumed_fit_seconds: float | None = 0.0  # their solve time as recorded then (None: not recorded)
-
-    def to_row(self) -> dict[str, Any]:
-        """Flat scalars for one table row (structured values as JSON text, so CSV round-trips)."""
-        chosen = self.validation.loc[self.validation["chosen"]].iloc[0]
-        row: dict[str, Any] = {
-            "protocol": self.protocol, "metric": self.metric,
-            "test_mean": self.test.mean, "test_std": self.test.std, "test_ci95": self.test.ci95,
-            "test_fits": self.test.n, "C": self.chosen_C, "validation_mean": float(chosen["mean"]),
-            "final_validation_mean": None if self.final_validation is None else self.final_validation.mean,
-            "final_validation_ci95": None if self.final_validation is None else self.final_validation.ci95,
-            # every C's mean validation score: what a moved choice of C is explained with
-            "validation_by_C": _cell({f"{C:g}": round(float(mean), 4)
-                                      for C, mean in zip(self.validation["C"], self.validation["mean"])}),
-            "wall_time_s": self.wall_time_s, "resumed_fits": self.resumed_fits,
-            "resumed_fit_seconds": self.resumed_fit_seconds,
-        }
-        for key, value in {**self.params, **self.provenance}.items():
-            row.setdefault(key, _cell(value))
-        return row
-
-    def describe(self) -> str:
-        """A few lines for the terminal: the validation table, the choice, the test score."""
-        spread = {"std": "std", "ci95": "1.96 std"}[self.spread]
-        lines = [f"{self.protocol} (seed {self.params['seed']}): validation {self.metric} (%) per C",
-                 self.validation.to_string(index=False, float_format=lambda v: f"{v:.4g}"),
-                 f"chosen C = {self.chosen_C:g}"]
-        if self.final_validation is not None:
-            lines.append(f"validation {self.metric} of the final models: {self.final_validation.mean:.2f} "
-                         f"+- {getattr(self.final_validation, self.spread):.2f} %")
-        if self.test.n > 1:
-            lines.append(f"test {self.metric}: {self.test.mean:.2f} +- {getattr(self.test, self.spread):.2f} % "
-                         f"(mean +- {spread} over {self.test.n} fits)")
-        else:
-            lines.append(f"test {self.metric}: {self.test.mean:.2f} % (one fit)")
-        return "\n".join(lines)
-
-
-def _cell(value: Any) -> Any:
-    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, tuple)) else value
 
 
 # ------------------------------------------------------------------------------------------------ plans
@@ -277,15 +200,33 @@ class Protocol(abc.ABC):
         return 100.0 * (correct if self.metric == "accuracy" else total - correct) / total
 
     def _choose(self, correct: dict[float, list[int]], n_val: int) -> float:
-        """Best mean validation score; ties go to the first C in grid order (np.argmin/argmax, as the original)."""
-        means = [np.mean([self._score(c, n_val) for c in counts]) for counts in correct.values()]
-        best = np.argmax(means) if self.metric == "accuracy" else np.argmin(means)
-        return list(correct)[int(best)]
+        return choose_C({C: float(np.mean([self._score(c, n_val) for c in counts])) for C, counts in correct.items()},
+                        self.metric)
 
     # -- sanity checks
     def check_stores(self, train: FeatureStore, test: FeatureStore) -> None:
         """Refuse store pairs that cannot give a meaningful number, each with a one-line reason."""
         check_store_pair(train, test, self.train_split, self.test_split, f"the {self.name} protocol's")
+
+
+def choose_C(scores: dict[float, float], metric: str = "accuracy") -> float:
+    """The C of the best mean validation score (``scores``: by C, in grid order): the highest accuracy
+    or the lowest error; ties go to the first C in grid order (np.argmax/argmin, as the original
+    analysis). Every choice of C in the toolkit is made here, on validation rows, never on test."""
+    means = list(scores.values())
+    best = np.argmax(means) if metric == "accuracy" else np.argmin(means)
+    return list(scores)[int(best)]
+
+
+def choose_C_on_validation(X_fit: np.ndarray, y_fit: np.ndarray, X_val: np.ndarray, y_val: np.ndarray,
+                           Cs: Sequence[float], estimator: LinearL2SVM | None = None) -> tuple[float, dict[float, float]]:
+    """Fit one warm-started C path with ``estimator``'s settings (a template; its own C is ignored) on
+    the fit rows, score validation accuracy (%) at each C, and choose C (:func:`choose_C`).
+    Returns the chosen C and the accuracy by C."""
+    params = {key: value for key, value in (estimator or LinearL2SVM()).get_params().items() if key != "C"}
+    accuracy = {C: 100.0 * _correct(model, X_val, y_val) / len(y_val)
+                for C, model in zip(Cs, fit_c_path(X_fit, y_fit, list(Cs), **params))}
+    return choose_C(accuracy, "accuracy"), accuracy
 
 
 @register

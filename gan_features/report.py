@@ -1,108 +1,32 @@
 """Result tables: DataFrames written as ``<name>.md`` and ``<name>.csv`` under a results directory.
 
-Both files are written atomically (temporary file beside the target, then ``os.replace``) and
-rendered before either is touched, so a failure never leaves a half-written or stale-mixed pair.
-Every table row of results carries its provenance (code commit, stores, checkpoint, seed, C).
+Both files are rendered before either is touched and written together (:func:`gan_features.output.write_texts`),
+so a failure never leaves a half-written or stale-mixed pair. Every table row of results carries its
+provenance (:mod:`gan_features.provenance`: code commit, stores, checkpoint, seed, C). Results are
+duck-typed (``to_row``, ``describe``, ``to_rows``): this module sits below the protocols and probes that
+make them.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import os
-import platform
-import socket
-import subprocess
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
 from .errors import GanFeaturesError
-from .output import writing_together
-
-if TYPE_CHECKING:  # protocols and knn import this module; the names are needed for annotations only
-    from .knn import KnnResult
-    from .protocols import ProtocolResult
+from .output import write_texts
+from .provenance import cpu_model, git_commit
 
 # Leading columns of a results table, in this order; whatever else the rows hold follows.
 CORE_COLUMNS = ("protocol", "metric", "test_mean", "test_std", "test_ci95", "test_fits", "C", "seed",
                 "validation_mean", "wall_time_s", "train_store", "test_store", "checkpoint_sha256")
 
 
-def provenance(repo: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Where and with what code a result was made.
-
-    ``repo``: the directory whose git commit is recorded; by default this package's own source,
-    which is the code that produced the numbers, wherever the command was run from, as this process
-    first saw it (:func:`package_source_state`).
-    """
-    from . import __version__
-
-    commit, dirty = _source_state(Path(repo)) if repo is not None else package_source_state()
-    return {"git_commit": commit, "git_dirty": dirty,
-            "package_version": __version__, "python": platform.python_version(),
-            "torch_version": _distribution_version("torch"),
-            "hostname": socket.gethostname(), "platform": platform.platform(), "cpu": cpu_model(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-
-
-@functools.cache
-def cpu_model() -> str:
-    """The processor's model name: numbers from the same seeds differ in their last bits between CPUs
-    (BLAS kernels, bfloat16 support), and timings far more."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit(directory: str | os.PathLike | None = None) -> str | None:
-    """The commit of ``directory`` (default: this package's source, :func:`package_source_state`), None
-    outside a git checkout."""
-    return _source_state(Path(directory))[0] if directory is not None else package_source_state()[0]
-
-
-@functools.cache
-def package_source_state() -> tuple[str | None, bool | None]:
-    """This package's source commit and whether it had uncommitted changes, read once per process.
-
-    Once, because a run lasts hours: commits made while it runs are not the code it loaded, and a
-    result must name the code that made it. The CLI reads it before a command starts.
-    """
-    return _source_state(Path(__file__).resolve().parent)
-
-
-def _source_state(directory: Path) -> tuple[str | None, bool | None]:
-    commit = _git(directory, "rev-parse", "HEAD")
-    status = _git(directory, "status", "--porcelain", "--untracked-files=no") if commit else None
-    return commit, None if status is None else bool(status)
-
-
-def _git(directory: Path, *args: str) -> str | None:
-    """git's output in ``directory``, or None when there is no git or no repository."""
-    try:
-        done = subprocess.run(["git", *args], cwd=directory, capture_output=True, text=True, timeout=10,
-                              check=False)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
-
-
-def _distribution_version(name: str) -> str | None:
-    try:  # metadata, not an import: importing torch takes seconds a table does not need
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 # ----------------------------------------------------------------------------------------------- tables
-def results_table(results: Sequence["ProtocolResult"]) -> pd.DataFrame:
+def results_table(results: Sequence[Any]) -> pd.DataFrame:
     """One row per result, :data:`CORE_COLUMNS` first, then parameters and provenance."""
     if not results:
         return pd.DataFrame(columns=list(CORE_COLUMNS))
@@ -132,14 +56,14 @@ def write_table(df: pd.DataFrame, results_dir: str | os.PathLike, name: str, *, 
     except (FileExistsError, NotADirectoryError):
         raise GanFeaturesError(f"results directory {results_dir} exists but is not a directory") from None
     # Render both first: a table that cannot be rendered leaves nothing behind.
-    texts = {results_dir / f"{name}.md": _markdown(df, title, note),
+    texts = {results_dir / f"{name}.md": render_markdown(df, title, note),
              results_dir / f"{name}.csv": df.to_csv(index=False, lineterminator="\n")}
-    _write_atomic(texts)
+    write_texts(texts)
     md_path, csv_path = texts
     return md_path, csv_path
 
 
-def write_result(result: "ProtocolResult", results_dir: str | os.PathLike, name: str | None = None) -> list[Path]:
+def write_result(result: Any, results_dir: str | os.PathLike, name: str | None = None) -> list[Path]:
     """A run's one-row results table and its per-C validation table, as md + csv each.
 
     ``name`` defaults to ``svm_<protocol>_<train store>_seed<seed>``, so runs on other features
@@ -169,7 +93,7 @@ def check_table_writable(results_dir: str | os.PathLike, name: str, overwrite: b
                                    f"--results folder")
 
 
-def write_knn_result(result: "KnnResult", results_dir: str | os.PathLike, name: str = "knn",
+def write_knn_result(result: Any, results_dir: str | os.PathLike, name: str = "knn",
                      overwrite: bool = False) -> list[Path]:
     """A k-NN probe's table (one row per k, with its provenance) as ``<name>.md`` and ``<name>.csv``;
     an existing pair is replaced only with ``overwrite``."""
@@ -181,7 +105,7 @@ def write_knn_result(result: "KnnResult", results_dir: str | os.PathLike, name: 
     return list(write_table(table, results_dir, name, title="k-NN probe: test accuracy (%)", note=note))
 
 
-def _markdown(df: pd.DataFrame, title: str | None, note: str | None) -> str:
+def render_markdown(df: pd.DataFrame, title: str | None, note: str | None) -> str:
     try:
         import tabulate  # noqa: F401  (pandas' to_markdown needs it)
     except ImportError:
@@ -205,18 +129,6 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def _write_atomic(texts: dict[Path, str]) -> None:
-    """Write each text to ``<name>.partial`` beside its target, then rename them all over the
-    targets (:func:`gan_features.output.writing_together`): a failure (disk full, an error while
-    writing) never leaves one file of a pair new and the other old or missing."""
-    with writing_together(list(texts)) as partials:
-        for text, partial in zip(texts.values(), partials):
-            with open(partial, "w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-
-
 def write_benchmark(out_dir: str | os.PathLike, name: str, title: str, table: pd.DataFrame, notes: Sequence[str],
                     load: tuple[float, float], csv_table: pd.DataFrame | None = None) -> str:
     """A benchmark's ``<name>.md`` (title, this machine, the 1-minute load average before and after,
@@ -232,6 +144,6 @@ def write_benchmark(out_dir: str | os.PathLike, name: str, title: str, table: pd
     markdown = "\n".join(lines) + table.to_markdown(index=False) + "\n"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_atomic({out / f"{name}.md": markdown,
+    write_texts({out / f"{name}.md": markdown,
                    out / f"{name}.csv": (table if csv_table is None else csv_table).to_csv(index=False)})
     return markdown

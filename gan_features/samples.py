@@ -29,7 +29,7 @@ def sample_grid(generator: Generator, path: str | os.PathLike, rows: int = 8, co
     """Save a ``rows`` x ``cols`` grid of samples (plus an interpolation row) as a PNG; return its path.
 
     An existing file at ``path`` is replaced only with ``overwrite`` (the command line passes its
-    ``--overwrite``; the default keeps this function's earlier behaviour for scripts). The PNG is
+    ``--overwrite``; the default, True, lets scripts regenerate a grid in place). The PNG is
     written aside and renamed into place, so ``path`` is never half-written.
 
     Our generators normalise with the statistics of the batch being generated (as the paper's did),

@@ -6,7 +6,7 @@ Each checkpoint of a run folder (default ``epoch*.pt``) is scored by a linear pr
   into ``fit_size`` rows that fit the probe and ``validation_size`` disjoint rows that score it
   (rows ranked within each class by a BLAKE2b hash of ``"{seed}:{row}"``, which depends on nothing
   but those bytes, so every machine and numpy version draws the same rows);
-* features: the toolkit's (:class:`~gan_features.features.FeatureSpec` defaults: every conv block
+* features: the toolkit's (:class:`~gan_features.representations.FeatureSpec` defaults: every conv block
   max-pooled to 4x4, batch-norm statistics recomputed over the fit rows; bf16 by default);
 * probe: a :class:`~gan_features.svm.LinearL2SVM` at each C of a small grid (one warm-started
   :func:`~gan_features.svm.fit_c_path`, stopping tolerance ``svm_tol``, 1e-3 by default); the
@@ -60,8 +60,11 @@ from tqdm.auto import tqdm
 
 from .checkpoints import Checkpoint, file_sha256, load_checkpoint
 from .errors import GanFeaturesError
-from .features import FeatureSpec, iter_features, prepare_discriminator
-from .report import _write_atomic, provenance, write_table
+from .output import write_texts
+from .protocols import choose_C_on_validation
+from .provenance import provenance
+from .report import write_table
+from .representations import DiscriminatorFeatures, FeatureSpec, extract_arrays
 from .subsets import rows_sha256, stratified_rows
 
 TABLE_NAME = "selection"
@@ -157,18 +160,6 @@ class RowSubset(Dataset):
 
 
 # ------------------------------------------------------------------------------------------ scoring
-def _features(discriminator, dataset: RowSubset, settings: SelectionSettings, device, batch_size: int,
-              num_workers: int, progress: bool, desc: str) -> tuple[np.ndarray, np.ndarray]:
-    X = np.empty((len(dataset), settings.spec.dimension(discriminator)), dtype=np.float32)
-    y = np.empty(len(dataset), dtype=np.int64)
-    start = 0
-    for features, labels in iter_features(discriminator, dataset, settings.spec, batch_size, device,
-                                          settings.precision, num_workers, progress, desc=desc):
-        X[start:start + len(features)], y[start:start + len(features)] = features, labels
-        start += len(features)
-    return X, y
-
-
 def _spread(images: torch.Tensor) -> tuple[float, float]:
     """(mean pairwise L2 distance, per-pixel std averaged over pixels) of a batch of images."""
     flat = images.flatten(1).double()
@@ -188,21 +179,19 @@ def score_checkpoint(checkpoint: Checkpoint, fit: RowSubset, validation: RowSubs
                      settings: SelectionSettings, device: str | torch.device = "cpu", batch_size: int = 256,
                      num_workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """One checkpoint's row: best validation accuracy over the C grid, the collapse indicators, timings."""
-    from .svm import fit_c_path  # imported here: the svm module is large and only this step needs it
+    from .svm import LinearL2SVM  # imported here: the svm module is large and only this step needs it
 
     started = time.perf_counter()
     checkpoint.architecture.check_image_size(fit.image_size)
-    discriminator = prepare_discriminator(checkpoint, settings.spec, fit, device, num_workers, progress,
-                                          settings.precision)
-    X_fit, y_fit = _features(discriminator, fit, settings, device, batch_size, num_workers, progress, "fit features")
-    X_val, y_val = _features(discriminator, validation, settings, device, batch_size, num_workers, progress,
-                             "validation features")
+    representation = DiscriminatorFeatures(checkpoint, settings.spec, precision=settings.precision, device=device,
+                                           batch_size=batch_size, num_workers=num_workers)
+    representation.fit(fit, progress)  # batch-norm statistics over the fit rows
+    X_fit, y_fit = extract_arrays(representation, fit, progress)
+    X_val, y_val = extract_arrays(representation, validation, progress)
     features_done = time.perf_counter()
-    accuracy = {}
-    for C, model in zip(settings.Cs, fit_c_path(X_fit, y_fit, settings.Cs, tol=settings.svm_tol)):
-        accuracy[C] = 100.0 * float(np.mean(model.predict(X_val) == y_val))
+    chosen, accuracy = choose_C_on_validation(X_fit, y_fit, X_val, y_val, settings.Cs,
+                                              LinearL2SVM(tol=settings.svm_tol))
     del X_fit, X_val
-    chosen = max(settings.Cs, key=lambda C: (accuracy[C], -settings.Cs.index(C)))  # ties: first C of the grid
     svm_done = time.perf_counter()
     diversity = pixel_std = float("nan")
     if checkpoint.generator is not None:
@@ -326,7 +315,7 @@ def _plain(values: dict) -> dict:
 
 
 def _write_json_atomic(path: Path, value: dict) -> Path:
-    _write_atomic({path: json.dumps(value, indent=2, default=str) + "\n"})
+    write_texts({path: json.dumps(value, indent=2, default=str) + "\n"})
     return path
 
 

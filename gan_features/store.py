@@ -1,12 +1,20 @@
 """HDF5 feature stores: one file per (checkpoint, dataset, split).
 
-Layout: ``features`` (N, D) float32, row-chunked and uncompressed (compression measured 10-40x
-slower to write here, and the SVM re-reads the matrix many times); ``labels`` (N,) int64; the
-provenance as file attributes (see :data:`REQUIRED_ATTRS`).
+One file (over 500 lines) on purpose: the format, its writer and its validating reader must agree
+on every dataset, dtype and attribute, and kept side by side they cannot drift apart.
 
-Writes are atomic: rows go to ``<name>.partial`` beside the target, which is renamed over the
-target only after the last row and the attributes are written, so an interrupted extraction
-never leaves a half-written store under the real name.
+Layout: ``features`` (N, D) float32 (the reader also accepts float16 and float64), row-chunked
+and uncompressed (compression measured 10-40x slower to write here, and the SVM re-reads the
+matrix many times); ``labels`` (N,) int64; the provenance as file attributes (see
+:data:`REQUIRED_ATTRS`).
+
+Writes (:class:`FeatureWriter`) are atomic: rows go to ``<name>.partial`` beside the target, which
+is renamed over the target only after the last row and the attributes are written, so an
+interrupted extraction never leaves a half-written store under the real name.
+
+Reads (:class:`FeatureStore`, :func:`read_rows`) validate the layout when a store is opened and
+refuse NaN or infinite features where rows are read, each refusal one line. The last section
+checks that a (training, test) pair of stores can give a meaningful number.
 
 h5py handles do not survive ``fork``: open a store inside each worker process, not before.
 """
@@ -135,7 +143,7 @@ class FeatureWriter:
 
     def _discard(self) -> None:
         """Close (ignoring the errors of a file that failed to write: h5py then raises again on
-        close, and a dataset handle left to the garbage collector crashed the interpreter at
+        close, and a dataset handle left to the garbage collector can crash the interpreter at
         exit), remove the .partial, release the lock."""
         self._features = self._labels = None
         if self._file is not None:

@@ -21,7 +21,8 @@ def hash_keys(n: int, seed: int, salt: str | None = None) -> np.ndarray:
 
 
 def class_quotas(counts: np.ndarray, size: int, total: int) -> np.ndarray:
-    """Each class's share of ``size`` rows, in proportion to ``counts`` (largest remainders, ties to the lower class)."""
+    """Each class's share of ``size`` rows, in proportion to ``counts`` (largest remainders, ties to the
+    lower class)."""
     quota, remainder = np.divmod(counts.astype(np.int64) * size, total)  # exact integer shares
     for i in np.lexsort((np.arange(len(counts)), -remainder))[:size - int(quota.sum())]:
         quota[i] += 1

@@ -32,6 +32,7 @@ from .device import autocast, pick_device
 from .errors import GanFeaturesError
 from .models import Architecture, Discriminator, Generator, create_models, get_architecture
 from .output import writing
+from .provenance import command_line
 
 
 @dataclass
@@ -165,7 +166,8 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: _Distributed, device: tor
     fixed_latents = generator.sample_latents(64, torch.Generator().manual_seed(config.seed)).to(device)
     log_path = out_dir / "log.jsonl"
     provenance = {"config": dataclasses.asdict(config), "dataset": getattr(dataset, "describe", dict)(),
-                  "world_size": ddp.world, "device": str(device), "torch_version": torch.__version__}
+                  "world_size": ddp.world, "device": str(device), "torch_version": torch.__version__,
+                  "command": command_line()}
 
     def save(path: Path, final: bool = False) -> None:
         training = {"opt_d": opt_d.state_dict(), "opt_g": opt_g.state_dict(), "step": step, "epoch": epoch,

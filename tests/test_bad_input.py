@@ -25,7 +25,8 @@ from typing import Callable
 
 import pytest
 
-from gan_features.cli import COMMANDS, build_parser, main
+from gan_features.cli import build_parser, main
+from gan_features.commands import COMMANDS
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

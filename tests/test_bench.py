@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import importlib.util
+import json
 import os
 import pickle
 import shlex
@@ -33,13 +33,18 @@ from gan_features.bench import (
     stratified_subset,
 )
 from gan_features.data import ArrayImageDataset
+from gan_features.representations import discriminator as discriminator_module
 from gan_features.errors import GanFeaturesError
-from gan_features.protocols import PAPER_CS
+from gan_features.protocols import PAPER_CS, Protocol
 from gan_features.store import FeatureStore
 from gan_features.train import random_checkpoint
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")  # small kernels on 2 shared cores
 REPO = Path(__file__).resolve().parents[1]
+# Every function through which the bench makes features: patched to refuse where nothing may be made.
+FEATURE_MAKERS = ("gan_features.representations.discriminator.prepare_discriminator",
+                  "gan_features.bench.stores.extract_to_store", "gan_features.representations.base.FeatureWriter",
+                  "gan_features.representations.kmeans.FeatureWriter")
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 TINY = {"cifar10-400": {"n_per_class": 5, "validation_size": 50, "selection_draws": 1, "test_draws": 2},
         "svhn-1000": {"n_per_class": 5, "validation_size": 50, "selection_draws": 1, "test_draws": 2}}
@@ -113,8 +118,9 @@ def bench_run(tmp_path_factory):
     config = tiny_config(tmp)
     prepared = []
     with pytest.MonkeyPatch.context() as patch:
-        original = bench.prepare_discriminator
-        patch.setattr(bench, "prepare_discriminator", lambda *a, **k: prepared.append(a[0].path) or original(*a, **k))
+        original = discriminator_module.prepare_discriminator
+        patch.setattr(discriminator_module, "prepare_discriminator",
+                      lambda *a, **k: prepared.append(a[0].path) or original(*a, **k))
         paths = run_bench(config)
     return tmp, config, paths, prepared
 
@@ -260,7 +266,7 @@ def test_table1_has_knn_columns_for_every_measured_representation(bench_run):
 
 
 def test_knn_needs_as_many_training_images_as_its_largest_k(bench_run, tmp_path, monkeypatch):
-    monkeypatch.setattr(bench, "CI_SIZES", {"train": 150, "test": 50})
+    monkeypatch.setattr(bench.config, "CI_SIZES", {"train": 150, "test": 50})
     config = tiny_config(bench_run[0], scale="ci", cache_dir=str(tmp_path / "cache"),
                          results_dir=str(tmp_path / "results"))
     assert "k=200 is more than the 150 training images at this scale: pass --no-knn" in error_of(run_bench, config)
@@ -294,9 +300,9 @@ def test_rerun_reuses_cached_features_and_reproduces_every_number(bench_run, mon
     def refuse(*args, **kwargs):
         raise AssertionError("features were made again instead of read from the cache")
 
-    for name in ("prepare_discriminator", "extract_to_store", "write_features", "FeatureWriter"):
-        monkeypatch.setattr(bench, name, refuse)
-    monkeypatch.setattr("gan_features.kmeans.KMeansFeatures.fit", refuse)
+    for target in FEATURE_MAKERS:
+        monkeypatch.setattr(target, refuse)
+    monkeypatch.setattr("gan_features.representations.kmeans.KMeansFeatures.fit", refuse)
     again = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "again")}))
     second = pd.read_csv(again["table1_cifar10.csv"])
     measured = second["source"] == "measured"
@@ -315,9 +321,9 @@ def test_resume_reuses_measured_rows_and_refits_what_changed(bench_run, monkeypa
     assert (first.loc[(first["source"] == "measured") & ~knn_rows, "svm_cached"] == "no").all()
     assert (first.loc[knn_rows, "knn_cached"] == "no").all() and knn_rows.sum() == 8
     fits = []
-    original, probe = bench.Protocol.run, bench.knn_probe
-    monkeypatch.setattr(bench.Protocol, "run", lambda self, *a, **k: fits.append(self.name) or original(self, *a, **k))
-    monkeypatch.setattr(bench, "knn_probe", lambda train, *a, **k: fits.append(f"knn {Path(train).stem}")
+    original, probe = Protocol.run, bench.measure.knn_probe
+    monkeypatch.setattr(Protocol, "run", lambda self, *a, **k: fits.append(self.name) or original(self, *a, **k))
+    monkeypatch.setattr(bench.measure, "knn_probe", lambda train, *a, **k: fits.append(f"knn {Path(train).stem}")
                         or probe(train, *a, **k))
 
     resumed = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "resumed"), "resume": True}))
@@ -362,7 +368,7 @@ def test_resume_continues_a_row_stopped_part_way_from_its_saved_fits(bench_run, 
     # The torch solver (liblinear fits are not checkpointed), our discriminator's cached features only.
     config = BenchConfig(**{**vars(config), "svm_params": {}, "random_baseline": False, "pixel_baseline": False,
                             "kmeans_centroids": None, "knn": False})
-    monkeypatch.setattr(bench, "TABLE1_PROTOCOLS", ("cifar10",))
+    monkeypatch.setattr(bench.config, "TABLE1_PROTOCOLS", ("cifar10",))
     scored = protocols._store_correct
 
     def interrupted(*args):
@@ -423,9 +429,9 @@ def test_saved_only_writes_the_rows_measured_so_far_and_measures_nothing(bench_r
 
     def saved_only_table() -> tuple[pd.DataFrame, str]:
         with pytest.MonkeyPatch.context() as patch:
-            patch.setattr(bench.Protocol, "run", refuse_fits)
-            for name in ("prepare_discriminator", "extract_to_store", "write_features", "FeatureWriter"):
-                patch.setattr(bench, name, refuse_features)
+            patch.setattr(Protocol, "run", refuse_fits)
+            for target in FEATURE_MAKERS:
+                patch.setattr(target, refuse_features)
             paths = run_bench(saved_only)
         return pd.read_csv(paths["table1_cifar10.csv"]), paths["table1_cifar10.md"].read_text()
 
@@ -436,7 +442,7 @@ def test_saved_only_writes_the_rows_measured_so_far_and_measures_nothing(bench_r
     assert "**Partial: 0 of 8 measurements are done" in text and "not measured yet (no features yet)" in text
     assert not list(Path(config.cache_dir).glob("*.h5"))
 
-    original, calls = bench.Protocol.run, []
+    original, calls = Protocol.run, []
 
     def stop_at_the_second_row(self, *args, **kwargs):
         calls.append(self.name)
@@ -444,10 +450,10 @@ def test_saved_only_writes_the_rows_measured_so_far_and_measures_nothing(bench_r
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(bench.Protocol, "run", stop_at_the_second_row)
+    monkeypatch.setattr(Protocol, "run", stop_at_the_second_row)
     with pytest.raises(KeyboardInterrupt):
         run_bench(config)
-    monkeypatch.setattr(bench.Protocol, "run", original)
+    monkeypatch.setattr(Protocol, "run", original)
     table, text = saved_only_table()
     rows = {(row["model"], row["protocol"]): row for row in table.to_dict("records")}
     assert rows[(TRAINED, "cifar10")]["source"] == "measured"
@@ -527,7 +533,7 @@ def test_command_line_round_trips_the_cli_flags(tmp_path):
 
 
 def test_c_grid_comes_from_the_scale_then_the_config_then_protocol_overrides(monkeypatch, tmp_path):
-    monkeypatch.setattr(bench, "CI_PROTOCOL_OVERRIDES", {"cifar10": {"Cs": (1e-3, 1e-2)},
+    monkeypatch.setattr(bench.config, "CI_PROTOCOL_OVERRIDES", {"cifar10": {"Cs": (1e-3, 1e-2)},
                                                          "cifar10-400": {"validation_size": 2000, "selection_draws": 2}})
     ci = BenchConfig(cache_dir=str(tmp_path))
     assert bench.make_protocol("cifar10", ci).Cs == (1e-3, 1e-2)
@@ -536,11 +542,11 @@ def test_c_grid_comes_from_the_scale_then_the_config_then_protocol_overrides(mon
     assert bench.make_protocol("cifar10", BenchConfig(cache_dir=str(tmp_path), Cs=(0.1,))).Cs == (0.1,)
     overridden = BenchConfig(cache_dir=str(tmp_path), Cs=(0.1,), protocol_overrides={"cifar10": {"Cs": [0.5]}})
     assert bench.make_protocol("cifar10", overridden).Cs == (0.5,)
-    text = bench._protocols_text(bench.TABLE1_PROTOCOLS, ci)  # each grid said where they differ
+    text = bench.tables._protocols_text(bench.TABLE1_PROTOCOLS, ci)  # each grid said where they differ
     assert ("Protocols: `cifar10` with C from 0.001, 0.01; `cifar10-400` with validation_size=2000, "
             "selection_draws=2, C from 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01 (seed 0); C chosen on "
             "validation rows of the training split, never on test; '(grid edge)'") in text
-    text = bench._protocols_text(bench.TABLE1_PROTOCOLS, BenchConfig(scale="full", cache_dir=str(tmp_path)))
+    text = bench.tables._protocols_text(bench.TABLE1_PROTOCOLS, BenchConfig(scale="full", cache_dir=str(tmp_path)))
     assert text.startswith("Protocols: `cifar10`; `cifar10-400` (seed 0); C chosen on validation rows of the "
                            "training split, never on test, from 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01;")
 
@@ -595,9 +601,9 @@ def test_cli_errors_are_one_line_with_exit_status_2(tmp_path, capsys):
 def test_cli_bench_end_to_end_at_ci_scale(bench_run, tmp_path, monkeypatch, capsys):
     """`gan-features bench --scale ci` on the synthetic CIFAR-10, with the CI subset and protocols shrunk."""
     data = bench_run[0]
-    monkeypatch.setattr(bench, "CI_SIZES", {"train": 150, "test": 50})  # of the 200 / 100 images there
-    monkeypatch.setattr(bench, "CI_PROTOCOL_OVERRIDES", TINY)
-    monkeypatch.setattr(bench, "KNN_KS", (5, 20))  # the default k=200 is more than these 150 training rows
+    monkeypatch.setattr(bench.config, "CI_SIZES", {"train": 150, "test": 50})  # of the 200 / 100 images there
+    monkeypatch.setattr(bench.config, "CI_PROTOCOL_OVERRIDES", TINY)
+    monkeypatch.setattr(bench.config, "KNN_KS", (5, 20))  # the default k=200 is more than these 150 training rows
     argv = ["bench", "--quiet", "--threads", "1", "--scale", "ci", "--cifar-root", str(data / "cifar"),
             "--ckpt", f"{TRAINED}={data / 'trained.pt'}", "--results", str(tmp_path / "results"), "--cache-dir",
             str(tmp_path / "cache"), "--C", "0.01,0.1", "--kmeans-centroids", "0", "--no-random"]
@@ -611,11 +617,8 @@ def test_cli_bench_end_to_end_at_ci_scale(bench_run, tmp_path, monkeypatch, caps
     for r in rows:
         assert r["scale"] == "ci" and (r["train_rows"], r["test_rows"]) == ("150", "50") and r["train_subset_sha256"]
         assert float(r["C"]) in (0.01, 0.1) if r["protocol"].startswith("cifar10") else r["knn_k"] in ("5", "20")
-    # the note's command is the one that was run (less --quiet/--threads, which change no number)
-    expected = command_line(BenchConfig(scale="ci", cifar_root=str(data / "cifar"),
-                                        checkpoints=[(TRAINED, str(data / "trained.pt"))],
-                                        results_dir=str(tmp_path / "results"), cache_dir=str(tmp_path / "cache"),
-                                        Cs=(0.01, 0.1), kmeans_centroids=0, random_baseline=False))
+    # the note's command is the one that was run, as typed (recorded, not rebuilt from the settings)
+    expected = shlex.join(["gan-features", *argv])
     assert f"`{expected}`" in (tmp_path / "results" / "table1_cifar10.md").read_text()
 
 
@@ -641,6 +644,31 @@ def ci_tables(directory: Path, scores: dict[tuple[str, str], float]) -> Path:
 
 SCORES = {("DCGAN trained", "cifar10"): 61.25, ("DCGAN trained", "cifar10-400"): 55.1,
           ("raw pixels", "cifar10"): 38.4, ("raw pixels", "cifar10-400"): 33.0}
+
+
+def with_choice(directory: Path, C: float, by_C: dict[str, float]) -> Path:
+    """``directory``'s CI tables with every measured row's chosen C and validation scores set."""
+    path = directory / "table1_cifar10.csv"
+    table = pd.read_csv(path)
+    measured = table["source"] == "measured"
+    table.loc[measured, "C"] = C
+    table["validation_by_C"] = table["validation_by_C"].astype(object) if "validation_by_C" in table else None
+    table.loc[measured, "validation_by_C"] = json.dumps(by_C)
+    table.to_csv(path, index=False)
+    return directory
+
+
+def test_ci_check_passes_a_c_moved_at_a_near_tie_and_fails_one_moved_further(tmp_path, capsys):
+    """Two machines may split a near tie of validation scores differently; a real change moves more."""
+    check = load_checker()
+    committed = with_choice(ci_tables(tmp_path / "committed", SCORES), 1e-4, {"0.0001": 59.2, "0.0005": 59.2})
+    moved = {**SCORES, ("raw pixels", "cifar10"): SCORES[("raw pixels", "cifar10")] - 1.65}
+    near = with_choice(ci_tables(tmp_path / "near", moved), 5e-4, {"0.0001": 59.1, "0.0005": 59.3})
+    assert check.main(["--committed", str(committed), "--fresh", str(near)]) == 0
+    assert "C near tie (0.0001 -> 0.0005)" in capsys.readouterr().out
+    far = with_choice(ci_tables(tmp_path / "far", moved), 5e-4, {"0.0001": 58.0, "0.0005": 59.3})
+    assert check.main(["--committed", str(committed), "--fresh", str(far)]) == 1
+    assert "FAIL raw pixels [cifar10]: committed 38.40, fresh 36.75 (moved -1.65, tolerance 1)" in capsys.readouterr().out
 
 
 def test_ci_check_passes_on_identical_tables(tmp_path, capsys):

@@ -237,3 +237,12 @@ def test_knn_numeric_options_are_checked_at_parse_time_in_one_line(capsys, optio
     err = capsys.readouterr().err
     assert exited.value.code == 2 and err.count("\n") == 1
     assert err.startswith(f"gan-features knn: error: argument {option}: expected ")
+
+
+def test_top_level_help_imports_nothing_heavy():
+    """`gan-features --help` builds only the command list: no torch, scikit-learn or pandas import (each takes
+    a second or more), so the help appears at once."""
+    code = ("import sys; from gan_features import cli; cli.build_parser('').format_help(); "
+            "heavy = sorted({'torch', 'sklearn', 'pandas', 'h5py'} & set(sys.modules)); print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

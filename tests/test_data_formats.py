@@ -549,14 +549,14 @@ def test_a_bad_image_fails_the_cli_in_one_line_and_writes_nothing(tmp_path, caps
 
 def _store_of(dataset, out: Path):
     from gan_features.checkpoints import Checkpoint
-    from gan_features.features import extract_to_store
+    from gan_features.representations import DiscriminatorFeatures, extract_to_store
     from gan_features.models import create_models, get_architecture
     from gan_features.store import FeatureStore
 
     arch = get_architecture("radford-svhn32")
     d, g = create_models(arch, seed=0)
     checkpoint = Checkpoint(arch, d, g, {}, None, out.with_suffix(".pt"), "abc123", has_running_stats=False)
-    extract_to_store(checkpoint, dataset, out, statistics_dataset=dataset, progress=False)
+    extract_to_store(DiscriminatorFeatures(checkpoint).fit(dataset, progress=False), dataset, out, progress=False)
     return FeatureStore(out)
 
 

@@ -5,8 +5,8 @@ import torch
 from gan_features.checkpoints import Checkpoint
 from gan_features.data import ArrayImageDataset
 from gan_features.errors import GanFeaturesError
-from gan_features.features import (FeatureSpec, extract_to_store, iter_features, pool_blocks, pooled_features,
-                                   recompute_batchnorm)
+from gan_features.representations import DiscriminatorFeatures, FeatureSpec, extract_to_store, iter_features
+from gan_features.representations.discriminator import pool_blocks, pooled_features, recompute_batchnorm
 from gan_features.models import create_models, get_architecture
 from gan_features.store import FeatureStore
 
@@ -96,7 +96,8 @@ def test_extract_to_store_records_provenance(tmp_path):
     d, g = create_models(arch, seed=0)
     checkpoint = Checkpoint(arch, d, g, {}, None, tmp_path / "x.pt", "abc123", has_running_stats=False)
     data = _images(10)
-    out = extract_to_store(checkpoint, data, tmp_path / "f.h5", statistics_dataset=data, progress=False)
+    fitted = DiscriminatorFeatures(checkpoint).fit(data, progress=False)  # statistics over these images
+    out = extract_to_store(fitted, data, tmp_path / "f.h5", progress=False)
     with FeatureStore(out) as store:
         assert store.features.shape == (10, 7168)
         assert store.attrs["checkpoint_sha256"] == "abc123"
@@ -105,6 +106,7 @@ def test_extract_to_store_records_provenance(tmp_path):
         assert store.attrs["dataset"] == "toy" and store.attrs["split"] == "train"
         np.testing.assert_array_equal(store.labels, data.labels)
     with pytest.raises(GanFeaturesError, match="running statistics"):
-        extract_to_store(checkpoint, data, tmp_path / "g.h5", FeatureSpec(batchnorm="running"), progress=False)
+        extract_to_store(DiscriminatorFeatures(checkpoint, FeatureSpec(batchnorm="running")), data, tmp_path / "g.h5",
+                         progress=False)
     with pytest.raises(GanFeaturesError, match="already exists"):
-        extract_to_store(checkpoint, data, out, statistics_dataset=data, progress=False)
+        extract_to_store(fitted, data, out, progress=False)

@@ -1,4 +1,4 @@
-"""Single-layer k-means features (gan_features.kmeans): building blocks against hand computations,
+"""Single-layer k-means features (gan_features.representations.kmeans): building blocks against hand computations,
 reproducibility, persistence, stores, and usefulness on a small separable problem."""
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from sklearn.svm import LinearSVC
 
 from gan_features.data import ArrayImageDataset
 from gan_features.errors import GanFeaturesError
-from gan_features.kmeans import (ARCHITECTURE, KMeansFeatures, extract_kmeans_to_store, extract_patches,
-                                 normalize_patches, quadrant_sum_pool, triangle_activation, zca_whitening)
+from gan_features.representations import extract_to_store
+from gan_features.representations.kmeans import (ARCHITECTURE, KMeansFeatures, extract_patches, normalize_patches,
+                                                 quadrant_sum_pool, triangle_activation, zca_whitening)
 from gan_features.store import REQUIRED_ATTRS, FeatureStore
 
 SMALL = dict(n_centroids=16, n_patches=3000, epochs=3, kmeans_batch_size=512)
@@ -223,7 +224,7 @@ def _dataset(images: np.ndarray, split: str) -> ArrayImageDataset:
 
 def test_store_round_trip_with_attrs(fitted, tmp_path):
     train, test = _dataset(random_images(9, seed=6), "train"), _dataset(random_images(5, seed=7), "test")
-    paths = [extract_kmeans_to_store(fitted, ds, tmp_path / f"{ds.split}.h5", progress=False) for ds in (train, test)]
+    paths = [extract_to_store(fitted, ds, tmp_path / f"{ds.split}.h5", progress=False) for ds in (train, test)]
     attrs = []
     for path, ds in zip(paths, (train, test)):
         with FeatureStore(path) as store:
@@ -240,7 +241,7 @@ def test_store_round_trip_with_attrs(fitted, tmp_path):
     for key in ("checkpoint_sha256", "architecture", "feature_spec", "dataset"):
         assert attrs[0][key] == attrs[1][key]
     with pytest.raises(GanFeaturesError, match="already exists"):
-        extract_kmeans_to_store(fitted, train, paths[0], progress=False)
+        extract_to_store(fitted, train, paths[0], progress=False)
 
 
 def test_different_fits_give_different_store_hashes(tmp_path):
@@ -250,7 +251,7 @@ def test_different_fits_give_different_store_hashes(tmp_path):
     ds = _dataset(random_images(4, seed=9), "test")
     hashes = []
     for name, model in (("a", a), ("b", b)):
-        with FeatureStore(extract_kmeans_to_store(model, ds, tmp_path / f"{name}.h5", progress=False)) as store:
+        with FeatureStore(extract_to_store(model, ds, tmp_path / f"{name}.h5", progress=False)) as store:
             hashes.append(store.attrs["checkpoint_sha256"])
     assert hashes[0] != hashes[1]
 

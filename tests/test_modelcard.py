@@ -12,7 +12,7 @@ from PIL import Image
 from gan_features.checkpoints import file_sha256, load_checkpoint
 from gan_features.cli import build_parser, main
 from gan_features.errors import GanFeaturesError
-from gan_features.features import FeatureSpec, iter_features, prepare_discriminator
+from gan_features.representations import FeatureSpec, iter_features, prepare_discriminator
 from gan_features.modelcard import export_model, training_command
 from gan_features.selection import RowSubset, SelectionSettings, select_checkpoint
 from gan_features.training_log import plot_training_curves, read_training_log

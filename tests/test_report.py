@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 
 import gan_features
-from gan_features import report
+from gan_features import output, provenance as provenance_module
 from gan_features.errors import GanFeaturesError
 from gan_features.protocols import ProtocolResult, Summary
-from gan_features.report import CORE_COLUMNS, provenance, results_table, write_result, write_table
+from gan_features.provenance import provenance
+from gan_features.report import CORE_COLUMNS, results_table, write_result, write_table
 
 
 def frame() -> pd.DataFrame:
@@ -84,7 +85,7 @@ def test_nothing_half_written_when_writing_fails(tmp_path, monkeypatch):
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(report.os, "replace", disk_full)
+    monkeypatch.setattr(output.os, "replace", disk_full)
     with pytest.raises(GanFeaturesError, match="no space left"):  # one line, not a traceback
         write_table(frame().iloc[:1], tmp_path, "table")
     assert {path.name: path.read_bytes() for path in tmp_path.iterdir()} == before  # no temporaries left
@@ -149,12 +150,25 @@ def test_provenance_records_the_packages_commit():
 
 def test_the_packages_commit_is_the_one_the_process_started_with(monkeypatch):
     """A commit made while a run lasts (hours) must not be recorded as the code that made its numbers."""
-    from gan_features import cli, report
+    from gan_features import cli
 
-    report.package_source_state.cache_clear()
-    monkeypatch.setattr(report, "_git", lambda directory, *args: "a" * 40 if args[0] == "rev-parse" else "")
+    provenance_module.package_source_state.cache_clear()
+    monkeypatch.setattr(provenance_module, "_git", lambda directory, *args: "a" * 40 if args[0] == "rev-parse" else "")
     assert cli.main(["archs"]) == 0  # any command reads the state before it starts
-    monkeypatch.setattr(report, "_git", lambda directory, *args: "b" * 40 if args[0] == "rev-parse" else " M x.py")
+    monkeypatch.setattr(provenance_module, "_git", lambda directory, *args: "b" * 40 if args[0] == "rev-parse" else " M x.py")
     assert provenance()["git_commit"] == "a" * 40 and provenance()["git_dirty"] is False
-    assert report.git_commit() == "a" * 40
-    report.package_source_state.cache_clear()  # other tests see this checkout's real state again
+    assert provenance_module.git_commit() == "a" * 40
+    provenance_module.package_source_state.cache_clear()  # other tests see this checkout's real state again
+
+
+def test_results_name_the_command_line_that_made_them_and_python_calls_none(monkeypatch):
+    """The CLI records its real argv for every result it writes; outside a command nothing is recorded."""
+    from gan_features import cli, commands
+
+    seen = []
+    monkeypatch.setitem(commands.COMMANDS, "archs", lambda args: seen.append(provenance()["command"]))
+    assert cli.main(["archs"]) == 0
+    assert seen == ["gan-features archs"]
+    with provenance_module.recorded_command(["svm", "--train", "a b.h5"]):
+        assert provenance()["command"] == "gan-features svm --train 'a b.h5'"
+    assert provenance()["command"] is None

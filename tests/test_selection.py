@@ -79,8 +79,8 @@ def test_a_second_call_reuses_the_table_without_extracting(run_dir, scored, monk
     def no_extraction(*args, **kwargs):
         raise AssertionError("a cached checkpoint was extracted again")
 
-    monkeypatch.setattr(selection, "iter_features", no_extraction)
-    monkeypatch.setattr(selection, "prepare_discriminator", no_extraction)
+    monkeypatch.setattr(selection, "extract_arrays", no_extraction)
+    monkeypatch.setattr("gan_features.representations.discriminator.prepare_discriminator", no_extraction)
     again = select_checkpoint(run_dir, out, digits_train(), SMALL, progress=False)
     assert again.scored == 0 and again.reused == 2
     pd.testing.assert_frame_equal(again.table.reset_index(drop=True), pd.read_csv(out / "selection.csv"),

@@ -6,12 +6,17 @@ have one classifier, positive class ``classes_[1]``) and ``x~_i = [x_i, intercep
     min_w  0.5 ||w||^2 + C sum_i max(0, 1 - y_ik w.x~_i)^2
 
 exactly liblinear's ``L2R_L2LOSS_SVC`` (scikit-learn ``LinearSVC(loss="squared_hinge")``), which
-the ``"liblinear"`` backend runs as the reference; the ``"torch"`` backend solves it with TRON.
+the ``"liblinear"`` backend runs as the reference. The ``"torch"`` backend solves it by default
+with Newton-CG and a line search, preconditioned by the Hessian made exact on the data's top
+eigenvectors (``preconditioner_rank=256``); ``preconditioner_rank=0`` gives liblinear's TRON.
+Both use liblinear's stopping test, so every solver returns models that pass the same test.
 
 Modules: :mod:`.estimator` (:class:`LinearL2SVM`), :mod:`.path` (C paths), :mod:`.objective`
 (objective, accuracy); the solver: :mod:`.problem` (primal or Gram, one C after another),
-:mod:`.tron`, :mod:`.gram`, :mod:`.store_gram` (one Gram matrix shared by many fits), :mod:`.design` (products with ``X~``), :mod:`.rows` (in memory or
-from an HDF5 store), :mod:`.tensors` (devices, dtypes).
+:mod:`.newton` (the default solver), :mod:`.precondition` (its low-rank preconditioner),
+:mod:`.tron` (TRON, and the batching both solvers share), :mod:`.gram` (the Gram factor),
+:mod:`.store_gram` (one Gram matrix shared by many fits), :mod:`.design` (products with ``X~``),
+:mod:`.rows` (in memory or from an HDF5 store), :mod:`.tensors` (devices, dtypes).
 """
 from .design import COLUMN_MULTIPLE, PassStats
 from .estimator import BACKENDS, SOLVERS, LinearL2SVM

@@ -8,7 +8,7 @@ factor).
 
 All classes share each pass over the data: one matrix product ``X @ V`` (``V`` holding one column
 per class, zero-padded to a multiple of :data:`COLUMN_MULTIPLE` because skinny GEMMs with 10
-columns ran ~7x slower here than with 16) followed by one ``X.T @ R``, block by block of the row
+columns run ~7x slower here than with 16) followed by one ``X.T @ R``, block by block of the row
 source, accumulated in float64.
 
 Precision: function values and gradients (exact passes) are computed in the data's own precision

@@ -6,8 +6,9 @@ It only checks its inputs and parameters, hands the solving to a problem (:mod:`
 :meth:`~LinearL2SVM.validate_fit_data`, :meth:`~LinearL2SVM.set_classes`,
 :meth:`~LinearL2SVM.set_solution`).
 
-Backends: ``"torch"`` (default) solves the primal with TRON (:mod:`.tron`), in place, in memory
-or streaming an HDF5 feature store (:meth:`~LinearL2SVM.fit_store`). Threads: torch's setting is
+Backends: ``"torch"`` (default) solves the primal with preconditioned Newton-CG (:mod:`.newton`;
+``preconditioner_rank=0``: liblinear's TRON, :mod:`.tron`), in place, in memory or streaming an
+HDF5 feature store (:meth:`~LinearL2SVM.fit_store`). Threads: torch's setting is
 used as it is (on a shared machine, ``torch.set_num_threads(1)`` avoids OpenMP oversubscription,
 measured 5x slower). ``"liblinear"`` is scikit-learn's ``LinearSVC`` (``dual="auto"``: the primal
 TRON when there are more samples than features), kept as the reference: both minimise the same
@@ -38,8 +39,8 @@ from .tron import SolverSettings, _Solution
 
 BACKENDS = ("torch", "liblinear")
 SOLVERS = ("auto", "primal", "gram")
-# Whole cifar10 protocol runs at CI scale, plain TRON vs this: 1.9-7.3x faster, the same chosen C but for
-# one near tie (results/protocol_speed.md). Its weak case falls back (see .newton).
+# The default because whole cifar10 protocol runs at CI scale are 1.9-7.3x faster than with plain TRON
+# and choose the same C but for one near tie (results/protocol_speed.md). Its weak case falls back (see .newton).
 DEFAULT_PRECONDITIONER_RANK = 256
 
 
@@ -51,7 +52,8 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
     C : float
         Inverse regularisation strength (> 0), per liblinear's objective (:mod:`gan_features.svm`).
     backend : {"torch", "liblinear"}
-        ``"torch"``: batched TRON in torch (fast, in place, out-of-core via :meth:`fit_store`).
+        ``"torch"``: a batched Newton solver in torch (fast, in place, out-of-core via
+        :meth:`fit_store`; see ``preconditioner_rank``).
         ``"liblinear"``: scikit-learn's ``LinearSVC``, the reference.
     fit_intercept, intercept_scaling : bool, float
         liblinear's intercept: a constant feature of value ``intercept_scaling`` whose weight is
@@ -60,33 +62,34 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         Stopping tolerance with liblinear's meaning (for the primal: ``||g|| <= tol *
         max(min(#pos, #neg), 1) / n * ||g(w=0)||`` per classifier).
     max_iter : int
-        Maximum trust-region iterations (accepted or not) for ``"torch"``; passed to
-        ``LinearSVC`` for ``"liblinear"``.
+        Maximum outer iterations for ``"torch"`` (Newton steps, or TRON's trust-region steps,
+        accepted or not); passed to ``LinearSVC`` for ``"liblinear"``.
     hessian_dtype : {"auto", "float32", "float64", "bfloat16"}
         Precision of the Hessian-vector products (``"torch"``). ``"auto"``: bfloat16 where the
         device multiplies it natively (AVX512-BF16/AMX CPUs, CUDA), else the data's dtype. A
         bfloat16 copy costs half the float32 matrix; it only steers the Newton direction, the
         objective and gradient stay exact.
     solver : {"auto", "primal", "gram"}
-        How ``"torch"`` fits in memory: TRON on ``X`` (``"primal"``) or on the Cholesky factor
-        of the Gram matrix (``"gram"``, same steps, n x n instead of n x d per pass; see
-        :mod:`gan_features.svm.gram`). ``"auto"``: ``"gram"`` when n_samples <= n_features / 2 and the Gram
-        matrix is not singular, else ``"primal"``. :meth:`fit_store` is always primal.
+        How ``"torch"`` fits in memory: the solver on ``X`` (``"primal"``) or on the Cholesky
+        factor of the Gram matrix (``"gram"``, same steps, n x n instead of n x d per pass; see
+        :mod:`gan_features.svm.gram`). ``"auto"``: ``"gram"`` when n_samples <= n_features / 2 and
+        the Gram matrix is not singular, else ``"primal"``. :meth:`fit_store` is always primal.
     preconditioner_rank : int
         > 0 (default 256; ``"torch"``): Newton-CG with a line search (liblinear >= 2.40's
         method, :mod:`gan_features.svm.newton`) preconditioned by the Hessian made exact on the
         data's top eigenvectors, computed once per C path (:mod:`gan_features.svm.precondition`;
         rank capped at min(n, d) / 16). 0: liblinear's plain TRON. Same stopping test either way.
-        On 10,000 x 28,672 CIFAR-10 discriminator features rank 256 took 7x fewer Hessian passes
-        at C = 1e-3 and fitted the 7-C grid 2.9x faster; where it fails (well-separated classes)
-        the solver drops it after 60 Newton steps and starts the solve again (``solver_stats_``
-        ``preconditioner_fallback``).
+        On 10,000 x 28,672 CIFAR-10 discriminator features rank 256 needs 7x fewer Hessian passes
+        at C = 1e-3 and fits the 7-C grid 2.9x faster (results/svm_speed.md); where it fails
+        (well-separated classes) the solver drops it after 60 Newton steps and starts the solve
+        again (``solver_stats_`` ``preconditioner_fallback``).
     device : str or torch.device
         Where ``"torch"`` computes ("cpu", "cuda", "cuda:1", ...).
     random_state : int, RandomState or None
-        Used by ``"liblinear"`` only (its dual coordinate descent shuffles); TRON is deterministic.
+        Used by ``"liblinear"`` only (its dual coordinate descent shuffles); the torch solvers are
+        deterministic (the preconditioner's random start has a fixed seed).
     warm_start : bool
-        Start TRON from the previous fit's ``coef_`` and ``intercept_`` (same classes and number
+        Start the torch solver from the previous fit's ``coef_`` and ``intercept_`` (same classes and number
         of features) instead of zero, as scikit-learn's ``warm_start``: refitting at the chosen C
         on all rows after choosing it on most of them needs fewer passes. Same stopping test, so
         the same solution up to ``tol``. ``"torch"`` only (``LinearSVC`` cannot be given a start).
@@ -96,9 +99,10 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
     classes_, coef_ (n_classifiers, n_features), intercept_ (n_classifiers,), n_features_in_,
     n_iter_ (max over classifiers of accepted Newton steps, or LinearSVC's), and for ``"torch"``
     ``solver_stats_`` (passes over the data, bytes streamed, time in passes, per-class status;
-    ``solve_seconds``: TRON's wall time for this C, without one-off setup such as the bfloat16
-    copy or the Gram factor, ``gram_seconds``; ``resumed_from``: the checkpoint file it was loaded
-    from, when a checkpointed C path did not refit it).
+    ``solve_seconds``: the solver's wall time for this C, without one-off setup such as the
+    bfloat16 copy or the Gram factor, ``gram_seconds``, but with the preconditioner when this C's
+    solve built it, ``preconditioner_seconds``; ``resumed_from``: the checkpoint file it was
+    loaded from, when a checkpointed C path did not refit it).
     """
 
     def __init__(self, C: float = 1.0, *, backend: str = "torch", fit_intercept: bool = True,
@@ -222,7 +226,8 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         to train on, default all: a slice, integer indices (any order, no duplicates) or a boolean
         mask.
         Memory: two blocks of ``block_bytes`` (rounded down to whole HDF5 chunks, at least one)
-        plus per-row work arrays of n_rows x n_classes (float64 margins and a bool active set). Same solution as :meth:`fit` on the loaded rows.
+        plus per-row work arrays of n_rows x n_classes (float64 margins and a bool active set).
+        Same solution as :meth:`fit` on the loaded rows.
         """
         settings = self.solver_settings()
         if self.backend != "torch":
@@ -246,7 +251,7 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
 
     def _start_weights(self, previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
                        device: torch.device | str | None = None) -> torch.Tensor | None:
-        """TRON's starting weights ((n_features [+ 1]) x k) from the previous fit, checked against these data."""
+        """The solver's starting weights ((n_features [+ 1]) x k) from the previous fit, checked against these data."""
         if previous is None:
             return None
         classes, coef, intercept = previous
@@ -271,7 +276,7 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
 
     def set_solution(self, solution: _Solution, stats: PassStats, rows: _RowSource,
                      extra_stats: dict | None = None) -> None:
-        """Set coef_/intercept_ from TRON's weights ``solution.W`` ((n_features [+ 1]) x k): the
+        """Set coef_/intercept_ from the solver's weights ``solution.W`` ((n_features [+ 1]) x k): the
         arguments are what a problem's ``solve`` returns (``n_features_in_`` must be set).
         ``extra_stats`` (solver, Gram time, polish passes) are merged into ``solver_stats_``."""
         W = solution.W.cpu().numpy()

@@ -1,10 +1,11 @@
-"""The Gram factor: TRON on an n x n matrix when there are fewer rows than features.
+"""The Gram factor: the solver on an n x n matrix when there are fewer rows than features.
 
 The optimal ``w~`` lies in the span of the rows of ``X~`` (see :mod:`.design`), so with ``L`` the
 Cholesky factor of the Gram matrix, ``L L^T = X~ X~^T`` (n x n, float64), the change of variables
 ``w~ = X~^T L^-T v`` is an isometry (``||w~|| = ||v||``, ``X~ w~ = L v``, ``||g_w|| = ||g_v||``):
-TRON on ``L`` takes the same steps as on ``X~``, and each pass reads n^2 values instead of
-n (d + 1). ``solver="auto"`` uses it up to n = d / 2 rows (:data:`GRAM_MAX_ROW_FRACTION`).
+the solver on ``L`` solves the same problem (TRON: with the same steps, in exact arithmetic) as on
+``X~``, and each pass reads n^2 values instead of n (d + 1). ``solver="auto"`` uses it up to
+n = d / 2 rows (:data:`GRAM_MAX_ROW_FRACTION`).
 
 Cost: the Gram matrix, n^2 d / 2 multiply-adds (its lower triangle, in row blocks), and an
 O(n^3 / 3) Cholesky; at 10,000 x 28,672 here ~19 s + ~5 s, against ~0.1 s saved on each of
@@ -71,7 +72,7 @@ def check_gram(gram, X: torch.Tensor) -> torch.Tensor:
 
 
 class _GramFactor:
-    """``L`` with ``L L^T = X~ X~^T`` (lower triangular, float64) and the map from TRON's ``v`` back
+    """``L`` with ``L L^T = X~ X~^T`` (lower triangular, float64) and the map from the solver's ``v`` back
     to ``w~ = X~^T L^-T v``; see the module docstring. :meth:`compute` returns None if the Gram
     matrix is numerically singular."""
 

@@ -1,23 +1,24 @@
-"""Preconditioned Newton-CG with a line search, batched over the one-vs-rest classifiers.
+"""Preconditioned Newton-CG with a line search, batched over the one-vs-rest classifiers: the
+default torch solver (``preconditioner_rank > 0``).
 
-liblinear's primal solver since 2.40 (Galli & Lin 2021): each Newton step solves ``H s = -g``
-by preconditioned CG, truncated by the same quadratic-model test as TRON's (:mod:`.tron`), then
-backtracks along ``s`` (Armijo, ``eta = 0.01``, halving, at most 20 tries, liblinear's constants).
-The preconditioner (:mod:`.precondition`) follows the active set at every step; a trust region
-would have to carry its radius across those changes of norm, which on separable data (few
-active rows at the optimum, many at the start) stalled TRON in thousands of tiny steps, so the
-preconditioned solver uses a line search. Same stopping test as TRON, ``||g|| <= eps ||g(w=0)||``,
-so both return models that pass it.
+The method of liblinear >= 2.40's primal solver (Galli & Lin 2021): each Newton step solves
+``H s = -g`` by preconditioned CG, truncated by the same quadratic-model test as TRON's
+(:mod:`.tron`), then backtracks along ``s`` (Armijo, ``eta = 0.01``, halving, at most 20 tries,
+liblinear's constants). The preconditioner (:mod:`.precondition`) follows the active set at every
+step; a trust region would have to carry its radius across those changes of norm, which on
+separable data (few active rows at the optimum, many at the start) stalls TRON in thousands of
+tiny steps, so the preconditioned solver uses a line search. Same stopping test as TRON,
+``||g|| <= eps ||g(w=0)||``, so both return models that pass it.
 
 The preconditioner ignores the coupling between its subspace and the rest, which is small on
 discriminator features (30-40% of rows active) but can make CG much worse than none where few rows
-are active (well-separated classes: 865 Newton steps where TRON took 6, 2,048 x 8,192, rank 32).
-After :data:`FALLBACK_NEWTON_STEPS` steps of one solve without converging (real features: at
+are active (well-separated classes, 2,048 x 8,192, rank 32: 865 Newton steps against TRON's 6).
+After :data:`FALLBACK_NEWTON_STEPS` steps of one solve without converging (real features need at
 most ~15 per C at 10,000 x 28,672, 25 at C = 1e-2 on 45,000 rows) the solver drops the
 preconditioner (``P = I``, as liblinear's Newton without its diagonal one) and starts that solve
-again from its starting point, as every later solve of the path: the loss is bounded, the
-stopping test unchanged. (Going on from where the preconditioned steps had led took 43 more steps
-in the case above; starting again, 6.)
+again from its starting point, as every later solve of the path: the time lost is bounded (those
+steps), the stopping test unchanged. It restarts rather than going on from the preconditioned steps' point
+because that point is a poor start: in the case above, 43 more steps against 6 from the start.
 
 Passes per Newton step: the CG's Hessian passes, one forward exact pass for ``X~ s`` (every
 trial of the line search then costs n x k work, no pass: the margins are linear in the step)
@@ -27,11 +28,13 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import torch
 
 from .design import _Design
 from .precondition import LowRankPreconditioner
-from .tron import _CONVERGED, _MAX_CG_ITER, _RUNNING, _STALLED, _model_decrease, _Solution, _Tron
+from .rows import _RowSource
+from .tron import _CONVERGED, _MAX_CG_ITER, _RUNNING, _STALLED, SolverSettings, _model_decrease, _Solution, _Tron
 
 logger = logging.getLogger(__name__)
 
@@ -162,3 +165,20 @@ class _NoPreconditioner:
 
 
 _NO_PRECONDITIONER = _NoPreconditioner()
+
+
+def make_tron(rows: _RowSource, class_index: np.ndarray, n_classes: int, settings: SolverSettings,
+              intercept_column: bool = True, preconditioner_rank: int | None = None) -> _Tron:
+    """The torch solver over ``rows`` whose labels are ``class_index`` (each row's class, 0 .. n_classes - 1):
+    one classifier per class, or a single one whose positive class is 1 for two classes, as in
+    scikit-learn. ``intercept_column=False`` when the rows already carry the intercept (the Gram
+    factor). ``settings.preconditioner_rank`` (or ``preconditioner_rank``, when given) > 0 gives
+    the preconditioned Newton solver (:mod:`.newton`, the default), 0 plain TRON; both have the
+    same interface."""
+    labels = torch.as_tensor(class_index, dtype=torch.int64).to(rows.device)
+    design = _Design(rows, labels, settings.intercept_scaling if intercept_column else None)
+    positives = [1] if n_classes == 2 else range(n_classes)
+    rank = settings.preconditioner_rank if preconditioner_rank is None else preconditioner_rank
+    if rank > 0:
+        return _Newton(design, positives, settings.tol, settings.max_iter, rank)
+    return _Tron(design, positives, settings.tol, settings.max_iter)

@@ -1,10 +1,11 @@
 """C paths: one fitted :class:`LinearL2SVM` per C of a grid, warm-started, optionally checkpointed.
 
 With ``backend="torch"`` the data are validated and wrapped once (one bfloat16 copy, one Gram
-factor for the whole path) and each C starts from the previous solution, in ascending C order:
+factor, one preconditioner for the whole path) and each C starts from the previous solution, in ascending C order:
 the solution moves least between neighbouring small Cs, and small C converges fastest. A C path
-on 45,000 x 28,672 features takes hours, so each fitted C can be saved (:class:`_PathCheckpoint`)
-and a stopped path resumed where it stopped. The estimator is only used through its public
+on 45,000 x 28,672 features can take hours (plain TRON's 7-C grid on 50,000 rows: ~1.7 h,
+results/svm_speed.md), so each fitted C can be saved (:class:`_PathCheckpoint`) and a stopped
+path resumed where it stopped. The estimator is only used through its public
 methods: :meth:`~LinearL2SVM.solver_settings`, :meth:`~LinearL2SVM.validate_fit_data`,
 :meth:`~LinearL2SVM.set_classes`, :meth:`~LinearL2SVM.set_solution`.
 """
@@ -26,9 +27,9 @@ from .rows import DEFAULT_STORE_BLOCK_BYTES, _streamed_rows
 
 
 class _PathCheckpoint:
-    """Each fitted C of a path saved in a directory (the model and TRON's weights, float64), so a
+    """Each fitted C of a path saved in a directory (the model and the solver's weights, float64), so a
     path stopped part-way resumes at the next C with the same warm start: a C path on 45,000 x
-    28,672 features takes hours. Files are only reused for the same rows, labels and settings
+    28,672 features can take hours. Files are only reused for the same rows, labels and settings
     (a fingerprint in every file); the caller keeps the directory specific to one data set."""
 
     ATTRIBUTES = ("coef_", "intercept_", "n_iter_", "solver_stats_")
@@ -115,8 +116,8 @@ def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], Non
     saved instead of refitting them (only if rows, labels and settings match; keep one directory
     per data set). ``gram``: ``X X^T`` when already at hand, as in :meth:`LinearL2SVM.fit`.
 
-    With ``backend="torch"`` the data are validated and wrapped once (one bfloat16 copy for the
-    whole path) and each C starts from the previous solution, in ascending C order (the
+    With ``backend="torch"`` the data are validated and wrapped once (one bfloat16 copy and one
+    preconditioner for the whole path) and each C starts from the previous solution, in ascending C order (the
     solution moves least between neighbouring small Cs, and small C converges fastest).
     ``liblinear`` fits each C from scratch.
     """

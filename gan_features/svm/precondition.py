@@ -4,21 +4,22 @@ the design's top eigenvectors.
 Why: the features are all positive, so their mean dominates ``X~^T X~`` (on 10,000 CIFAR-10 rows
 of the 28,672-d discriminator features the top eigenvalue is 1.7e8, the second 1.9e7, the 500th
 1.1e4) and the generalised Hessian ``H = I + 2C X~_I^T X~_I`` is as ill-conditioned: plain TRON
-took 142 Newton steps and 1,393 Hessian passes at C = 1e-3 there. Preconditioned by
+needs 142 Newton steps and 1,393 Hessian passes at C = 1e-3 there. Preconditioned by
 
     P = (I - V V^T) + V (I + 2C G) V^T,   G = (X~_I V)^T (X~_I V)   (r x r, per classifier),
 
 ``V`` the top ``r`` eigenvectors of ``X~^T X~`` (orthonormal columns), ``P`` equals ``H`` on
-``span(V)`` and the identity on its complement: the same fit took 21 Newton steps and 190 Hessian
+``span(V)`` and the identity on its complement: the same fit needs 21 Newton steps and 190 Hessian
 passes (r = 256), to a lower objective.
 
 When it hurts: ``P`` ignores the coupling ``V^T H (I - V V^T)``. That is small when the active
 rows are a spread-out share of all rows (CIFAR-10's one-vs-rest problems: 30-40 % active), but
 when a few active rows carry large components both in and outside ``span(V)`` (well separated
 classes near the optimum), ``P^-1 H`` is worse conditioned than ``H`` itself: on 2,048 x 8,192
-synthetic rows of 5 separated classes the fit took ~150-900 Newton steps instead of 6. The solver
+synthetic rows of 5 separated classes the fit needs ~150-900 Newton steps instead of 6. The solver
 then drops it (:mod:`.newton`'s fallback); on the features this toolkit fits (discriminator
-activations, k-means features, pixels) it cut a protocol's time 2.4-8x.
+activations, k-means features, pixels) it makes a whole cifar10 protocol run 1.9-7.3x faster
+(results/protocol_speed.md).
 
 ``V`` comes from randomised subspace iteration with the design's own Hessian-precision passes
 (Halko, Martinsson & Tropp 2011: two power passes, one Rayleigh-Ritz pass that also keeps
@@ -57,7 +58,7 @@ class LowRankPreconditioner:
         generator = torch.Generator(device="cpu").manual_seed(seed)
         # V in float64: P^-1 r = r - V V^T r + V (I + 2C G)^-1 V^T r must leave no rounding of
         # r's own V-component behind, since P magnifies that subspace by up to 2C times the top
-        # eigenvalue (1e6 and more); float32 there stalled TRON on separable data.
+        # eigenvalue (1e6 and more); float32 rounding there is enough to stall the solver on separable data.
         Q = torch.randn(p, rank, generator=generator, dtype=torch.float64).to(device)
         for _ in range(power_passes):
             Q = torch.linalg.qr(design.gram_product(Q))[0]

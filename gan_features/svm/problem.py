@@ -1,14 +1,16 @@
-"""Problems: TRON over one row source, fitted at one C after another (each warm-started from the
-last), either on the rows themselves (the primal) or on their Gram factor.
+"""Problems: the torch solver (:func:`.newton.make_tron`: preconditioned Newton, or TRON) over one
+row source, fitted at one C after another (each warm-started from the last), either on the rows
+themselves (the primal) or on their Gram factor.
 
-The Gram problem (:mod:`.gram`) runs TRON on ``L``: exact passes read ``L`` in the data's
+The Gram problem (:mod:`.gram`) runs the solver on ``L``: exact passes read ``L`` in the data's
 precision, Hessian passes a bfloat16 copy (``hessian_dtype``) kept in both layouts, so that
-``L @ V`` and ``L^T @ R`` both stream at ~20 GB/s here (float32: ~10): at 10,000 rows, C=1e-3,
-1,186 bfloat16 Hessian passes took 49 s where 722 float32 ones took 66 s (the rounding of ``L``
-costs Newton steps, never accuracy). The weights mapped back from ``L`` are then checked by the
-primal stopping test on ``X`` itself (one exact pass; primal TRON steps polish them if the
-rounding of ``L`` left them short), so both solvers return models that pass the same test. A
-singular Gram matrix makes ``solver="auto"`` fall back to the primal.
+``L @ V`` and ``L^T @ R`` both stream at ~20 GB/s here (float32: ~10). The bfloat16 copy is worth
+its extra passes: at 10,000 rows, C=1e-3, TRON needs 1,186 bfloat16 Hessian passes (49 s) against
+722 float32 ones (66 s); the rounding of ``L`` costs Newton steps, never accuracy. The weights
+mapped back from ``L`` are then checked by the primal stopping test on ``X`` itself (one exact
+pass; plain TRON steps on ``X`` polish them if the rounding of ``L`` left them short), so the
+primal and Gram solvers return models that pass the same test. A singular Gram matrix makes
+``solver="auto"`` fall back to the primal.
 """
 from __future__ import annotations
 
@@ -24,13 +26,14 @@ from .design import PassStats
 from .gram import GRAM_MAX_ROW_FRACTION, _GramFactor
 from .rows import _RowSource, _TensorRows
 from .tensors import _float_on
-from .tron import SolverSettings, _Solution, _Tron, make_tron
+from .newton import make_tron
+from .tron import SolverSettings, _Solution, _Tron
 
 logger = logging.getLogger(__name__)
 
 
 class _Problem:
-    """TRON over one row source; each :meth:`solve` warm-starts from the previous solution (a C path)."""
+    """The solver over one row source; each :meth:`solve` warm-starts from the previous solution (a C path)."""
 
     def __init__(self, solver: _Tron, rows: _RowSource):
         self.solver, self.rows = solver, rows
@@ -61,7 +64,7 @@ class _Problem:
 
 
 class _GramProblem(_Problem):
-    """TRON on the Gram factor ``L``, mapped back to ``w~`` and checked (polished if needed) by the
+    """The solver on the Gram factor ``L``, mapped back to ``w~`` and checked (polished if needed) by the
     primal stopping test on ``X`` itself; see the module docstring."""
 
     def __init__(self, factor: _GramFactor, index: np.ndarray, n_classes: int, settings: SolverSettings):
@@ -122,6 +125,6 @@ def _in_memory_problem(X: torch.Tensor, index: np.ndarray, n_classes: int, setti
 
 
 def _primal_problem(rows: _RowSource, index: np.ndarray, n_classes: int, settings: SolverSettings) -> _Problem:
-    """TRON on ``rows`` themselves (in memory, or streamed from a store); ``index``: each row's class."""
+    """The solver on ``rows`` themselves (in memory, or streamed from a store); ``index``: each row's class."""
     return _Problem(make_tron(rows, index, n_classes, settings), rows)
 

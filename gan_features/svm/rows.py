@@ -2,8 +2,9 @@
 
 In memory (:class:`_TensorRows`) the matrix is used in place (see :mod:`.tensors`). The only large
 allocation is the optional bfloat16 copy for Hessian products (half the float32 matrix), so the
-peak is ~1.5x the float32 matrix, plus the solver's work arrays (see :mod:`.tron`). On a CUDA
-device the matrix and its bfloat16 copy are copied to the device once.
+peak is ~1.5x the float32 matrix, plus the solver's work arrays (see :mod:`.tron`) and the
+preconditioner's (see :mod:`.precondition`). On a CUDA device the matrix and its bfloat16 copy
+are copied to the device once.
 
 Out of core (:class:`_StoreRows`, :meth:`LinearL2SVM.fit_store`), an HDF5 feature store is
 streamed from disk on every pass, never more than two row blocks in memory: one being read while

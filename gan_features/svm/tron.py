@@ -1,4 +1,5 @@
-"""TRON, liblinear's primal solver for the squared hinge, batched over the one-vs-rest classifiers.
+"""TRON, liblinear's trust-region primal solver for the squared hinge (the one scikit-learn's
+``LinearSVC`` runs), batched over the one-vs-rest classifiers.
 
 A trust-region Newton method whose steps come from conjugate gradients on the generalised Hessian
 ``H v = v + 2C X~_I^T (X~_I v)``, ``I`` the rows with a positive hinge: per classifier the same
@@ -7,10 +8,13 @@ models. All classes are solved at once, each product with the data serving every
 running (:mod:`.design`); classes converge independently, and converged classes and classes
 whose CG has finished drop out of the products.
 
+It runs with ``preconditioner_rank=0``; the default solver, :mod:`.newton`, subclasses it and
+shares its start, stopping test, batching and settings (:func:`.newton.make_tron` builds either).
+
 The margins ``z = X~ w`` are carried in float64 and updated by ``X~ s`` for each step ``s``, so
 TRON's actual-vs-predicted reduction test sees only the rounding of the small product ``X~ s``;
-with float32 data and ``z`` recomputed from ``X~ w``, rounding noise of ~1e-7 |f| stalled the test
-well before liblinear's tolerance.
+with float32 data and ``z`` recomputed from ``X~ w``, rounding noise of ~1e-7 |f| would stall the
+test well before liblinear's tolerance.
 
 Work arrays: per row and class a float64 margin and a bool (9 bytes), and about a dozen float64
 (n_features + 1) x n_classes vectors (~35 MB for 28,672 features).
@@ -25,7 +29,6 @@ import numpy as np
 import torch
 
 from .design import _Design
-from .rows import _RowSource
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,7 @@ class SolverSettings:
     estimator's internals."""
 
     tol: float  # stopping tolerance, liblinear's meaning (see _Tron)
-    max_iter: int  # trust-region iterations, accepted or not
+    max_iter: int  # outer iterations (Newton or trust-region steps), accepted or not
     hessian_dtype: str  # one of HESSIAN_DTYPES, resolved per row source
     solver: str  # one of SOLVERS: how in-memory rows are fitted ("auto", "primal", "gram")
     device: str | torch.device  # as given: torch.device(device) where the rows are put
@@ -68,9 +71,9 @@ class _Tron:
     """Trust-region Newton-CG (liblinear's TRON) for all one-vs-rest classifiers at once.
 
     Per classifier, the iteration is liblinear's: same trust-region rules and constants, CG
-    truncated by liblinear >= 2.30's quadratic-model test, and the stopping test ``||g|| <= eps ||g(w=0)||`` with liblinear's
-    primal tolerance ``eps = tol * max(min(#pos, #neg), 1) / n``. Batching only synchronises
-    the classifiers: each outer iteration takes one trust-region step for every classifier
+    truncated by liblinear >= 2.30's quadratic-model test, and the stopping test
+    ``||g|| <= eps ||g(w=0)||`` with liblinear's primal tolerance ``eps = tol * max(min(#pos, #neg), 1) / n``.
+    Batching only synchronises the classifiers: each outer iteration takes one trust-region step for every classifier
     still running, and one CG iteration does one Hessian pass for every CG still running.
     """
 
@@ -173,8 +176,8 @@ class _Tron:
     def _truncated_cg(self, delta: torch.Tensor, G: torch.Tensor, active: torch.Tensor, columns: torch.Tensor,
                       C: float) -> tuple[torch.Tensor, torch.Tensor, int]:
         """liblinear's trcg, per column: CG on H s = -g inside ||s|| <= delta (the quadratic-model stop
-        of liblinear >= 2.30, without its preconditioner); returns s, the
-        residual r = -g - H s, and the number of Hessian passes."""
+        of liblinear >= 2.30, without its preconditioner); returns s, the residual r = -g - H s,
+        and the number of Hessian passes."""
         S = torch.zeros_like(G)
         R = -G
         D = R.clone()
@@ -217,24 +220,6 @@ def _model_decrease(S: torch.Tensor, R: torch.Tensor, G: torch.Tensor, Q: torch.
     """The quadratic model's value at ``S`` (residual ``R``, gradient ``G``) and whether CG should go on:
     Nash & Sofer's test (liblinear >= 2.30) stops once the model's decrease per iteration, times the
     iteration count, falls below half the decrease so far (``Q``: the value one iteration ago).
-    Measured on 3,000 x 28,672 CIFAR features: 583 passes instead of 761 for ||r|| <= 0.1 ||g||."""
+    Chosen over ``||r|| <= 0.1 ||g||``: on 3,000 x 28,672 CIFAR features it needs 583 passes instead of 761."""
     newQ = -0.5 * ((S * R).sum(0) - (S * G).sum(0))
     return newQ, (newQ <= 0) & (newQ - Q <= 0) & (iterations * (newQ - Q) < _CG_TOL * newQ)
-
-
-def make_tron(rows: _RowSource, class_index: np.ndarray, n_classes: int, settings: SolverSettings,
-              intercept_column: bool = True, preconditioner_rank: int | None = None) -> _Tron:
-    """TRON over ``rows`` whose labels are ``class_index`` (each row's class, 0 .. n_classes - 1):
-    one classifier per class, or a single one whose positive class is 1 for two classes, as in
-    scikit-learn. ``intercept_column=False`` when the rows already carry the intercept (the Gram
-    factor). ``settings.preconditioner_rank`` (or ``preconditioner_rank``, when given) > 0 gives
-    the preconditioned Newton solver (:mod:`.newton`), which has the same interface."""
-    from .newton import _Newton  # it subclasses _Tron
-
-    labels = torch.as_tensor(class_index, dtype=torch.int64).to(rows.device)
-    design = _Design(rows, labels, settings.intercept_scaling if intercept_column else None)
-    positives = [1] if n_classes == 2 else range(n_classes)
-    rank = settings.preconditioner_rank if preconditioner_rank is None else preconditioner_rank
-    if rank > 0:
-        return _Newton(design, positives, settings.tol, settings.max_iter, rank)
-    return _Tron(design, positives, settings.tol, settings.max_iter)

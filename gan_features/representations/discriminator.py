@@ -15,11 +15,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import os
-import platform
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,13 +23,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .checkpoints import Checkpoint
-from .device import autocast
-from .errors import GanFeaturesError
-from .models import Discriminator
-from .report import git_commit
-from .output import output_lock
-from .store import FeatureWriter, check_writable
+from ..checkpoints import Checkpoint
+from ..device import autocast
+from ..errors import GanFeaturesError
+from ..models import Discriminator
+from .base import Representation, describe_dataset
 
 BATCHNORM_MODES = ("recompute", "running")
 POOLINGS = ("max", "avg")
@@ -176,64 +170,65 @@ def iter_features(discriminator: Discriminator, dataset: Dataset, spec: FeatureS
         yield features.float().cpu().numpy(), np.asarray(labels)
 
 
-CLASS_NAMES_MAX_BYTES = 60_000  # HDF5 1.x keeps an attribute in the object header: < 64 KiB
+class DiscriminatorFeatures(Representation):
+    """A checkpoint's discriminator as a representation: :meth:`fit` recomputes the batch-norm
+    statistics over the training images (``spec.batchnorm == "recompute"``, the paper's way) or
+    takes the checkpoint's running ones; the features are every chosen block pooled to the spec's grid.
 
-
-def _class_names(dataset) -> dict:
-    """``{"class_names": [name of label 0, name of label 1, ...]}`` when the dataset names its classes.
-
-    Left out (rather than failing after the whole extraction, when the attributes are written) when
-    the names would not fit in one HDF5 attribute under HDF5 1.x (thousands of long class names).
+    ``precision``: "bf16" autocast (2-4x faster on CPU here) or "fp32"; ``batch_size``, ``num_workers``:
+    the feature pass's DataLoader (they do not change the features).
     """
-    classes = getattr(dataset, "classes", None)
-    if not classes:
-        return {}
-    names = [str(name) for name in classes]
-    if len(json.dumps(names).encode()) > CLASS_NAMES_MAX_BYTES:
-        return {}
-    return {"class_names": names}
 
+    kind = "discriminator"
 
-def extract_to_store(checkpoint: Checkpoint, dataset, out: str | os.PathLike, spec: FeatureSpec = FeatureSpec(),
-                     statistics_dataset=None, batch_size: int = 256, device: str | torch.device = "cpu",
-                     precision: str = "fp32", num_workers: int = 0, overwrite: bool = False,
-                     progress: bool = True, discriminator: Discriminator | None = None) -> Path:
-    """Extract features of ``dataset`` into a new HDF5 store at ``out``; returns its path.
-
-    ``statistics_dataset``: the real training images batch-norm statistics are recomputed on
-    (mode ``recompute``); ``discriminator``: an already prepared one (to reuse across splits).
-    """
-    check_writable(out, overwrite)  # fail before minutes of work, not after
-    with output_lock(out):  # a second writer of ``out`` refuses now, not after the statistics pass
+    def __init__(self, checkpoint: Checkpoint, spec: FeatureSpec = FeatureSpec(), *, precision: str = "fp32",
+                 device: str | torch.device = "cpu", batch_size: int = 256, num_workers: int = 0):
         if checkpoint.discriminator is None:
             raise GanFeaturesError(f"{checkpoint.path} holds no discriminator")
-        checkpoint.architecture.check_image_size(dataset.image_size)
-        if discriminator is None:
-            discriminator = prepare_discriminator(checkpoint, spec, statistics_dataset, device, num_workers, progress,
-                                                  precision)
-        dimension = spec.dimension(discriminator)
-        stats_source = None
-        if spec.batchnorm == "recompute" and statistics_dataset is not None:
-            describe = getattr(statistics_dataset, "describe", None)
-            stats_source = describe() if describe else {"count": len(statistics_dataset)}
-        attrs = {
-            "checkpoint_sha256": checkpoint.sha256 or "none",
-            "checkpoint_path": str(checkpoint.path) if checkpoint.path else "none",
-            "architecture": checkpoint.architecture.name,
-            "architecture_config": checkpoint.architecture.to_dict(),
-            "feature_spec": spec.to_dict(),
-            "batchnorm": spec.batchnorm,
-            "batchnorm_statistics_source": stats_source,
-            **dataset.describe(),
-            **_class_names(dataset),
-            "precision": precision,
-            "device": str(device),
-            "torch_version": torch.__version__,
-            "python": platform.python_version(),
-            "git_commit": git_commit() or "none",
-        }
-        with FeatureWriter(out, len(dataset), dimension, attrs, overwrite=overwrite) as writer:
-            for features, labels in iter_features(discriminator, dataset, spec, batch_size, device, precision,
-                                                  num_workers, progress, desc=f"features {dataset.name}/{dataset.split}"):
-                writer.append(features, labels)
-        return writer.path
+        spec.block_indices(checkpoint.discriminator)  # the layers exist
+        self.checkpoint, self.spec, self.precision = checkpoint, spec, precision
+        self._device = torch.device(device)
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.discriminator: Discriminator | None = None  # the prepared one, once fitted
+        self.statistics_source: dict | None = None  # the images its batch-norm statistics come from
+
+    def fit(self, train=None, progress: bool = True) -> "DiscriminatorFeatures":
+        """Prepare the discriminator: batch-norm statistics over ``train`` (mode ``recompute``; required
+        then) or the checkpoint's running statistics (``train`` unused)."""
+        self.discriminator = prepare_discriminator(self.checkpoint, self.spec, train, self._device, self.num_workers,
+                                                   progress, self.precision)
+        recomputed = self.spec.batchnorm == "recompute" and train is not None
+        self.statistics_source = describe_dataset(train) if recomputed else None
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def dimension(self) -> int:
+        return self.spec.dimension(self.checkpoint.discriminator)
+
+    @property
+    def feature_units(self) -> int:
+        return max(self.checkpoint.architecture.feature_channels)
+
+    def blocks(self, dataset, progress: bool = True):
+        self.checkpoint.architecture.check_image_size(dataset.image_size)
+        if self.discriminator is None:
+            if self.spec.batchnorm == "recompute":
+                raise GanFeaturesError("batch-norm mode 'recompute' needs the training images to compute statistics "
+                                       "on: call fit(training images) first")
+            self.fit(None, progress)
+        name = f"{getattr(dataset, 'name', 'images')}/{getattr(dataset, 'split', '?')}"
+        return iter_features(self.discriminator, dataset, self.spec, self.batch_size, self._device, self.precision,
+                             self.num_workers, progress, desc=f"features {name}")
+
+    def store_attrs(self) -> dict:
+        checkpoint = self.checkpoint
+        return {"checkpoint_sha256": checkpoint.sha256 or "none",
+                "checkpoint_path": str(checkpoint.path) if checkpoint.path else "none",
+                "architecture": checkpoint.architecture.name,
+                "architecture_config": checkpoint.architecture.to_dict(),
+                "feature_spec": self.spec.to_dict(), "batchnorm": self.spec.batchnorm,
+                "batchnorm_statistics_source": self.statistics_source}

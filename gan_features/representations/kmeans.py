@@ -1,5 +1,8 @@
 """Single-layer k-means features (Coates, Lee & Ng 2011): the DCGAN paper's "1 Layer K-means" baseline.
 
+One file (over 500 lines) on purpose: it is one published algorithm, checked step by step against
+Coates' MATLAB code below; its fit, transform and file format share every constant.
+
 Pipeline, following the details of Coates' released MATLAB code (``kmeans_demo.m`` and
 ``extract_features.m``):
 
@@ -30,8 +33,9 @@ transform
     bottom-right; K values each). The first half of an odd grid is the larger one (14 + 13 rows
     for 27), MATLAB's ``round(27 / 2)`` in Coates' code.
 
-Coates further standardises every feature (mean/std over the training set) before the SVM;
-that belongs to the classifier, not to the stored features.
+Coates further standardises every feature with the training set's mean and variance before the
+SVM. The stores hold the features as defined above; :func:`standardize_stores` makes the
+standardised copies the bench evaluates (statistics from the training store only).
 
 Cost: the distances dominate, ``L * K * D`` multiply-adds per image (729 x 1600 x 108 = 126 M
 for CIFAR-10), computed as one matrix product ``x . c`` per batch. They are followed by five
@@ -44,7 +48,7 @@ import hashlib
 import json
 import math
 import os
-import platform
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,9 +58,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import GanFeaturesError
-from .output import writing
-from .store import CHUNK_BYTES, FeatureWriter, check_writable
+from ..errors import GanFeaturesError
+from ..output import writing
+from ..store import CHUNK_BYTES, FeatureStore, FeatureWriter
+from .base import Representation
 
 ARCHITECTURE = "kmeans-coates2011"
 CONTRAST_EPS = 10.0  # added to each patch's variance (0..255 scale) before dividing: Coates' value
@@ -216,7 +221,7 @@ def _sample_patches(images: torch.Tensor, count: int, patch_size: int, rng: np.r
 # ---------------------------------------------------------------------------------------------------
 # the model
 
-class KMeansFeatures:
+class KMeansFeatures(Representation):
     """Coates et al. (2011) single-layer k-means features, sklearn-style: ``fit(train_images)``, ``transform(images)``.
 
     Parameters
@@ -238,6 +243,9 @@ class KMeansFeatures:
     float32 numpy (identity whitening when ``whiten=False``), and ``fit_info_`` (provenance).
     """
 
+    kind = "k-means baseline"
+    precision = "fp32"
+
     def __init__(self, n_centroids: int = 1600, patch_size: int = 6, stride: int = 1, whiten: bool = True,
                  n_patches: int = 400_000, batch_size: int | None = None, seed: int = 0, *, epochs: int = 10,
                  kmeans_batch_size: int = 8192, device: str | torch.device = "cpu"):
@@ -252,7 +260,7 @@ class KMeansFeatures:
         self.n_centroids, self.patch_size, self.stride = int(n_centroids), int(patch_size), int(stride)
         self.whiten, self.n_patches, self.batch_size, self.seed = bool(whiten), int(n_patches), batch_size, int(seed)
         self.epochs, self.kmeans_batch_size = int(epochs), int(kmeans_batch_size)
-        self.device = torch.device(device)
+        self._device = torch.device(device)
         self.centroids_: np.ndarray | None = None
         self.whiten_mean_: np.ndarray | None = None
         self.whiten_matrix_: np.ndarray | None = None
@@ -291,9 +299,18 @@ class KMeansFeatures:
         return self.centroids_.shape[1]
 
     @property
+    def device(self) -> torch.device:
+        """Where transform computes."""
+        return self._device
+
+    @property
     def dimension(self) -> int:
         """Features per image: 4 quadrants x K."""
         return 4 * self.n_centroids
+
+    @property
+    def feature_units(self) -> int:
+        return self.n_centroids
 
     def fingerprint(self) -> str:
         """sha256 of what transform computes with: centroids, whitening and patch geometry.
@@ -401,6 +418,30 @@ class KMeansFeatures:
                     bar.update(len(chunk))
                 yield start, block
 
+    def blocks(self, dataset, progress: bool = True):
+        """Features of a dataset holding uint8 ``.images`` and one label per image, in blocks of whole
+        HDF5 chunks (a partial-chunk write would re-read and re-write the chunk)."""
+        images = self._checked_images(dataset)
+        labels = getattr(dataset, "labels", None)
+        if labels is None or np.shape(labels) != (len(images),):
+            raise GanFeaturesError(f"k-means features of a dataset need one label per image ({len(images)} images, "
+                                   f"labels {None if labels is None else np.shape(labels)})")
+        labels = np.asarray(labels)
+        rows_per_chunk = max(1, CHUNK_BYTES // (self.dimension * 4))
+        block_rows = rows_per_chunk * math.ceil(1024 / rows_per_chunk)
+        name = f"{getattr(dataset, 'name', 'images')}/{getattr(dataset, 'split', '?')}"
+        return ((block, labels[start:start + len(block)]) for start, block in
+                self.iter_transform(images, block_rows=block_rows, progress=progress, desc=f"k-means features {name}"))
+
+    def store_attrs(self) -> dict[str, Any]:
+        """``checkpoint_sha256`` = :meth:`fingerprint` and ``feature_spec`` = :meth:`feature_spec`, so the
+        train and test stores of one fit pass the protocols' consistency checks and stores of different
+        fits do not."""
+        self._check_fitted()
+        return {"checkpoint_sha256": self.fingerprint(), "checkpoint_path": str(self.path) if self.path else "none",
+                "architecture": ARCHITECTURE, "architecture_config": self.feature_spec(),
+                "feature_spec": self.feature_spec(), "kmeans_fit": self.fit_info_}
+
     def _features(self, images: torch.Tensor, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Features of one step of uint8 images (n, C, H, W): (n, 4K) float32 on the compute device."""
         centroids, sq_norms, bias, matrix = tensors
@@ -505,51 +546,55 @@ class KMeansFeatures:
         return model
 
 
-# ---------------------------------------------------------------------------------------------------
-# feature stores
+STANDARDIZE_EPS = 0.01  # Coates et al.'s: sqrt(var + 0.01)
 
-def extract_kmeans_to_store(model: KMeansFeatures, dataset, out: str | os.PathLike, overwrite: bool = False,
-                            progress: bool = True) -> Path:
-    """Write k-means features of ``dataset`` (a dataset holding uint8 ``.images``) to a new HDF5 store.
 
-    Streams block by block; attributes as :func:`gan_features.features.extract_to_store`, with
-    ``checkpoint_sha256`` = :meth:`KMeansFeatures.fingerprint` and ``feature_spec`` =
-    :meth:`KMeansFeatures.feature_spec`, so the train and test stores of one model pass the
-    protocols' consistency checks and stores of different fits do not.
+def standardize_stores(train_path: Path, test_path: Path, progress: bool = True, make: bool = True
+                       ) -> tuple[Path, Path] | None:
+    """Copies of both stores (``<name>_standardized.h5``) with every feature standardised by the
+    training split's mean and variance, as Coates et al. do before their SVM.
+
+    Without it the raw sum-pooled triangle activations are ~10^4 times larger in squared norm than
+    discriminator features, so C would mean something else entirely and the solver crawls.
+    Statistics come from the training store only (no labels). Reused while the source stores are
+    unchanged (their fingerprint and creation time are recorded); ``make=False``: None instead of
+    making them.
     """
-    from .report import git_commit
+    sources = {"train": train_path, "test": test_path}
+    targets = {split: path.with_name(path.stem + "_standardized.h5") for split, path in sources.items()}
+    stamp = {split: {key: _attr(path, key) for key in ("checkpoint_sha256", "created", "count")}
+             for split, path in sources.items()}
+    if all(targets[split].is_file() and _attr(targets[split], "standardized_from") == stamp[split]
+           for split in sources):
+        return targets["train"], targets["test"]
+    if not make:
+        return None
+    if progress:
+        print(f"standardising {train_path.name} and {test_path.name}", file=sys.stderr, flush=True)
+    with FeatureStore(train_path) as store:
+        total = np.zeros(store.dimension)
+        squares = np.zeros(store.dimension)
+        for _, block in store.iter_chunks():
+            block = block.astype(np.float64)
+            total += block.sum(axis=0)
+            squares += np.square(block).sum(axis=0)
+        mean = total / len(store)
+        # Coates' MATLAB var: unbiased; computed from sums in float64, which is ample for these ranges
+        var = np.maximum(squares - len(store) * mean ** 2, 0.0) / max(len(store) - 1, 1)
+    scale = 1.0 / np.sqrt(var + STANDARDIZE_EPS)
+    for split, source in sources.items():
+        with FeatureStore(source) as store:
+            attrs = {key: value for key, value in store.attrs.items()
+                     if key not in ("count", "dimension", "created", "package_version")}
+            attrs["feature_spec"] = {**attrs.get("feature_spec", {}),
+                                     "standardized": {"statistics": "training split", "eps": STANDARDIZE_EPS}}
+            attrs["standardized_from"] = stamp[split]
+            with FeatureWriter(targets[split], len(store), store.dimension, attrs, overwrite=True) as writer:
+                for start, block in store.iter_chunks():
+                    writer.append(((block - mean) * scale).astype(np.float32), store.labels[start:start + len(block)])
+    return targets["train"], targets["test"]
 
-    check_writable(out, overwrite)  # fail before minutes of work, not after
-    model._check_fitted()
-    images = model._checked_images(dataset)
-    labels = getattr(dataset, "labels", None)
-    if labels is None or np.shape(labels) != (len(images),):
-        raise GanFeaturesError(f"extract_kmeans_to_store needs a dataset with one label per image "
-                               f"({len(images)} images, labels {None if labels is None else np.shape(labels)})")
-    labels = np.asarray(labels)
-    if not callable(getattr(dataset, "describe", None)):
-        raise GanFeaturesError("extract_kmeans_to_store needs a dataset with describe() (e.g. from load_dataset)")
-    described = dataset.describe()
-    attrs = {
-        "checkpoint_sha256": model.fingerprint(),
-        "checkpoint_path": str(model.path) if model.path else "none",
-        "architecture": ARCHITECTURE,
-        "architecture_config": model.feature_spec(),
-        "feature_spec": model.feature_spec(),
-        "kmeans_fit": model.fit_info_,
-        **described,
-        "precision": "fp32",
-        "device": str(model.device),
-        "torch_version": torch.__version__,
-        "python": platform.python_version(),
-        "git_commit": git_commit() or "none",
-    }
-    # write whole HDF5 chunks: partial-chunk writes would re-read and re-write the chunk each time
-    rows_per_chunk = max(1, CHUNK_BYTES // (model.dimension * 4))
-    block_rows = rows_per_chunk * math.ceil(1024 / rows_per_chunk)
-    name = f"{described.get('dataset', 'images')}/{described.get('split', '?')}"
-    with FeatureWriter(out, len(images), model.dimension, attrs, overwrite=overwrite) as writer:
-        for start, block in model.iter_transform(images, block_rows=block_rows, progress=progress,
-                                                 desc=f"k-means features {name}"):
-            writer.append(block, labels[start:start + len(block)])
-    return writer.path
+
+def _attr(path: Path, key: str) -> Any:
+    with FeatureStore(path) as store:
+        return store.attrs.get(key)

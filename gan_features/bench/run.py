@@ -1,0 +1,130 @@
+"""``run_bench``: measure every row of Tables 1 and 2, then write both tables together."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ..checkpoints import load_checkpoint
+from ..data import resolve_root
+from ..data.cifar import locate as locate_cifar10
+from ..device import pick_device
+from ..errors import GanFeaturesError
+from ..output import write_texts
+from ..provenance import provenance
+from . import config as conf
+from .config import TABLE2_PROTOCOL, BenchConfig, make_protocol, svhn_status
+from .measure import measure_or_pending
+from .splits import load_splits
+from .stores import FeatureCache, Features, discriminator_features, kmeans_features, pixel_features, random_checkpoint_path
+from .tables import paper_rows_table1, paper_rows_table2, table_texts
+
+
+def run_bench(config: BenchConfig) -> dict[str, Path]:
+    """Measure, then write ``table1_cifar10.md/.csv`` and ``table2_svhn.md/.csv`` into ``config.results_dir``.
+
+    All four files are written together at the end, atomically: a failure anywhere leaves the
+    previous tables as they were. With ``config.saved_only`` nothing is measured: the tables show the
+    rows kept in the cache, the rest marked "not measured yet". Returns {file name: path}.
+    """
+    started = time.perf_counter()
+    results_dir, cache_dir = Path(config.results_dir), Path(config.cache_dir).expanduser()
+    _check_config(config, results_dir)
+    cifar_root = _cifar_root(config)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise GanFeaturesError(f"cannot create the feature cache {cache_dir}: {error.strerror}") from None
+    cache = FeatureCache(cache_dir, config.scale, config.precision, config.progress, read_only=config.saved_only)
+    device = pick_device(config.device)
+    rows1, context1 = _table1_rows(config, cifar_root, cache, device)
+    rows2, context2 = _table2_rows(config, cache, device)
+
+    seconds, record = time.perf_counter() - started, provenance()
+    settings = json.dumps(config.to_dict(), sort_keys=True)  # API-only settings too, which the command lacks
+    for row in (*rows1, *rows2):
+        if row["source"] == "measured":
+            row["bench_config"] = settings
+    texts = table_texts(results_dir, config, rows1, context1, rows2, context2, record, seconds)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    write_texts(texts)
+    return {path.name: path for path in texts}
+
+
+def _table1_rows(config: BenchConfig, cifar_root: str, cache: FeatureCache, device
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The paper's Table 1 rows, then ours under both protocols, and the scale's context."""
+    train, test, context = load_splits("cifar10", cifar_root, config.scale)
+    if config.knn and len(train) < max(conf.KNN_KS):
+        raise GanFeaturesError(f"the k-NN's k={max(conf.KNN_KS)} is more than the {len(train)} training images at this "
+                               f"scale: pass --no-knn (knn=False) to leave the k-NN columns out")
+    rows = paper_rows_table1()
+
+    def measure(make: Callable[[], Features]) -> None:
+        rows.extend(measure_or_pending("1", make, conf.TABLE1_PROTOCOLS, config, context, cache,
+                                        knn_device=device if config.knn else None))
+
+    def discriminator(label: str, kind: str, path: str | os.PathLike) -> Callable[[], Features]:
+        return lambda: discriminator_features(label, kind, path, train, test, cache, device, config.batch_size)
+
+    for kind, pairs in (("trained discriminator", config.checkpoints),
+                        ("trained on CIFAR-10 training images (labels unused)", config.cifar_checkpoints)):
+        for label, path in pairs:
+            measure(discriminator(label, kind, path))
+    if config.random_baseline:  # one per architecture among the trained ones, in order of appearance
+        for arch in dict.fromkeys(load_checkpoint(path).architecture.name
+                                  for _, path in (*config.checkpoints, *config.cifar_checkpoints)):
+            path = random_checkpoint_path(arch, config.seed, cache.directory, make=not cache.read_only)
+            measure(discriminator(f"random {arch} discriminator (seed {config.seed})", "random init", path))
+    if config.pixel_baseline:
+        measure(lambda: pixel_features(train, test, cache))
+    if config.kmeans_centroids:
+        measure(lambda: kmeans_features(train, test, cache, config.kmeans_centroids, config.kmeans_options,
+                                        config.seed, device))
+    return rows, context
+
+
+def _table2_rows(config: BenchConfig, cache: FeatureCache, device) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The paper's Table 2 rows, then ours when SVHN is on disk (context None when it is not)."""
+    rows = paper_rows_table2()
+    if not svhn_status(config)[0]:
+        return rows, None
+    train, test, context = load_splits("svhn", str(config.svhn_root), config.scale)
+    models = [(label, path, "trained discriminator") for label, path in config.checkpoints]
+    if config.svhn_checkpoint:
+        arch = load_checkpoint(config.svhn_checkpoint).architecture.name
+        models.insert(0, (f"DCGAN {arch}, the paper authors' SVHN weights (imported)", config.svhn_checkpoint,
+                          "imported authors' discriminator"))
+    for label, path, kind in models:
+        rows += measure_or_pending(
+            "2", lambda: discriminator_features(label, kind, path, train, test, cache, device, config.batch_size),
+            (TABLE2_PROTOCOL,), config, context, cache)
+    return rows, context
+
+
+def _cifar_root(config: BenchConfig) -> str:
+    root = resolve_root(config.cifar_root)
+    if root is None:
+        raise GanFeaturesError("no CIFAR-10 folder: pass --cifar-root DIR (the folder holding cifar-10-batches-py/) "
+                               "or set $GAN_FEATURES_DATA")
+    if locate_cifar10(Path(root).expanduser()) is None:
+        raise GanFeaturesError(f"CIFAR-10 not found in {root}: no cifar-10-batches-py/ or cifar-10-batches-bin/ "
+                               f"there; point --cifar-root at the folder holding the extracted official archive")
+    return root
+
+
+def _check_config(config: BenchConfig, results_dir: Path) -> None:
+    """Every path the run needs, checked before minutes of work rather than after."""
+    for label, path in (*config.checkpoints, *config.cifar_checkpoints):
+        if not Path(path).is_file():
+            raise GanFeaturesError(f"checkpoint {path} (for {label!r}) does not exist")
+    if config.svhn_checkpoint and not Path(config.svhn_checkpoint).is_file():
+        raise GanFeaturesError(f"SVHN checkpoint {config.svhn_checkpoint} does not exist: make it with "
+                               f"`gan-features import-radford DIR --out {config.svhn_checkpoint}`")
+    if results_dir.exists() and not results_dir.is_dir():
+        raise GanFeaturesError(f"results directory {results_dir} exists but is not a directory")
+    for name in (*conf.TABLE1_PROTOCOLS, TABLE2_PROTOCOL):
+        make_protocol(name, config)  # a bad C grid or override fails now, not after the first extraction
