@@ -13,11 +13,10 @@ Each checkpoint of a run folder (default ``epoch*.pt``) is scored by a linear pr
   checkpoint's score is its best validation accuracy, ties to the first C of the grid, as the
   protocols choose.
 
-Cost: the SVM dominates. Measured on the radford-imagenet32 Imagenette run (28,672-d features,
-CIFAR-10 rows), one thread on 2 shared CPU cores: with 1,000 fit / 500 validation rows, 8-14 s of
-features and 665-805 s of SVM per checkpoint at tol 1e-4 (load 5-8), 53 s at tol 1e-3 (load 3-4).
-With the default 5,000 / 2,000 rows the SVM had not finished after 19 minutes at tol 1e-3 (load
-4-5): on such a machine, pass smaller ``fit_size`` / ``validation_size`` to score many checkpoints.
+Cost: the SVM dominates, and grows with ``fit_size`` much faster than the features do; on a shared
+2-core CPU, 28,672-d features of 1,000 fit / 500 validation rows take about a minute of SVM per
+checkpoint at tol 1e-3 and several times that at 1e-4, so pass smaller ``fit_size`` /
+``validation_size`` there to score many checkpoints.
 
 Only the split passed in is read, and :func:`select_checkpoint` refuses any split but a training
 one (:data:`TRAINING_SPLITS`), so test labels cannot reach the choice.
@@ -92,10 +91,10 @@ class SelectionSettings:
     spec: FeatureSpec = FeatureSpec()
     diversity_samples: int = 256
     diversity_seed: int = 0
-    # The SVM's stopping tolerance. Looser than LinearL2SVM's 1e-4: measured on epoch-1 features of the
-    # radford-imagenet32 run (1,000 fit / 500 validation CIFAR-10 rows, 1 thread), 1e-3 fitted the grid
-    # in 104 s instead of ~700 s with the same best C and accuracy (48.0%); 1e-2 took 31 s but moved
-    # the C=1e-2 accuracy by 1.2 points. A ranking of checkpoints needs no more.
+    # The SVM's stopping tolerance, looser than LinearL2SVM's 1e-4: on epoch-1 features of the
+    # radford-imagenet32 run (1,000 fit / 500 validation CIFAR-10 rows) 1e-3 fits the grid ~7x faster
+    # with the same best C and accuracy, while 1e-2 moves an accuracy by 1.2 points. A ranking of
+    # checkpoints needs no more.
     svm_tol: float = 1e-3
 
     def __post_init__(self):

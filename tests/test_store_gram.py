@@ -239,3 +239,31 @@ def test_protocol_speed_benchmark_times_settings_side_by_side(stores, tmp_path):
     assert table["C"].nunique() == 1 and table["test_mean"].nunique() == 1
     assert all(json.loads(gram)["rows"] == 600 for gram in table["shared_gram"])
     assert "load average" in (tmp_path / "out" / "protocol_speed.md").read_text()
+
+
+def test_bfloat16_gemms_only_for_bfloat16_values_and_then_nothing_changes():
+    """Features extracted in bfloat16 are bfloat16 numbers: their Gram matrix runs as bfloat16 GEMMs with
+    float32 accumulation (where the CPU has them), which rounds nothing, so K and the fit are the float32
+    ones up to summation order; other values keep float32 GEMMs. The math mode is restored after."""
+    from gan_features.svm import primal_objective
+    from gan_features.svm.gram import bfloat16_gemms, exact_in_bfloat16, gram_lower
+    from gan_features.svm.tensors import _fast_bfloat16
+
+    rng = np.random.default_rng(0)
+    values = torch.from_numpy(np.abs(rng.normal(size=(300, 2048))).astype(np.float32))
+    assert not exact_in_bfloat16(values)
+    X = values.to(torch.bfloat16).to(torch.float32)  # as the feature pass stores bf16 activations
+    assert exact_in_bfloat16(X) == _fast_bfloat16(torch.device("cpu"))
+    exact = X.double() @ X.double().T
+    K = gram_lower(X, torch.zeros(300, 300, dtype=torch.float64))
+    K = torch.tril(K) + torch.tril(K, -1).T
+    assert float((K - exact).abs().max() / exact.diagonal().max()) < 1e-6
+    matmul = getattr(torch.backends.mkldnn, "matmul", None)
+    before = getattr(matmul, "fp32_precision", None)
+    with bfloat16_gemms(True):
+        pass
+    assert getattr(matmul, "fp32_precision", None) == before
+    y = np.arange(300) % 3
+    objectives = [primal_objective(LinearL2SVM(C=0.01, solver="gram", tol=1e-6).fit(X.numpy(), y, gram=gram),
+                                   X.numpy(), y, 0.01).sum() for gram in (exact, K)]
+    assert abs(objectives[1] - objectives[0]) <= 1e-6 * objectives[0]

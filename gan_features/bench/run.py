@@ -19,7 +19,14 @@ from . import config as conf
 from .config import TABLE2_PROTOCOL, BenchConfig, make_protocol, svhn_status
 from .measure import measure_or_pending
 from .splits import load_splits
-from .stores import FeatureCache, Features, discriminator_features, kmeans_features, pixel_features, random_checkpoint_path
+from .stores import (
+    FeatureCache,
+    Features,
+    discriminator_features,
+    kmeans_features,
+    pixel_features,
+    random_checkpoint_path,
+)
 from .tables import paper_rows_table1, paper_rows_table2, table_texts
 
 
@@ -87,7 +94,8 @@ def _table1_rows(config: BenchConfig, cifar_root: str, cache: FeatureCache, devi
     return rows, context
 
 
-def _table2_rows(config: BenchConfig, cache: FeatureCache, device) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def _table2_rows(config: BenchConfig, cache: FeatureCache, device
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The paper's Table 2 rows, then ours when SVHN is on disk (context None when it is not)."""
     rows = paper_rows_table2()
     if not svhn_status(config)[0]:

@@ -111,14 +111,16 @@ class FeatureCache:
         """Wall times of a store's making, beside it, so a cached store still reports them."""
         write_json(path.with_name(path.name + ".json"), timing)
 
-    def stores(self, recipe: Recipe, train: ArrayImageDataset, test: ArrayImageDataset) -> tuple[dict[str, Path], list[str]]:
+    def stores(self, recipe: Recipe, train: ArrayImageDataset, test: ArrayImageDataset
+               ) -> tuple[dict[str, Path], list[str]]:
         """The recipe's store of each split ({split: path}), made where they cannot be reused, and the
         splits that were reused."""
         stores = {data.split: self.path(recipe.tag, data, recipe.per_precision) for data in (train, test)}
         reusable = {data.split: self.matches(stores[data.split], {**recipe.identity, **data.describe()})
                     for data in (train, test)}
-        if recipe.together and not (all(reusable.values()) and
-                                    _attr(stores["train"], "checkpoint_sha256") == _attr(stores["test"], "checkpoint_sha256")):
+        one_fit = all(reusable.values()) and _attr(stores["train"], "checkpoint_sha256") == _attr(
+            stores["test"], "checkpoint_sha256")
+        if recipe.together and not one_fit:
             reusable = {split: False for split in reusable}
         todo = [data for data in (train, test) if not reusable[data.split]]
         if todo and self.read_only:
@@ -134,7 +136,8 @@ class FeatureCache:
                                  progress=self.progress)
                 seconds = time.perf_counter() - started
                 self.record_timing(stores[data.split], {
-                    "prepare_s": prepare_s, "extract_s": seconds, "images": len(data), "images_per_s": len(data) / seconds,
+                    "prepare_s": prepare_s, "extract_s": seconds, "images": len(data),
+                    "images_per_s": len(data) / seconds,
                     "device": str(recipe.representation.device), "precision": recipe.representation.precision})
         return stores, [split for split, reused in reusable.items() if reused]
 

@@ -269,7 +269,8 @@ def moved_choices(previous_csv: Path, rows: list[dict[str, Any]]) -> str:
     moves = []
     for row in rows:
         before = then.get((row["model"], row["protocol"]))
-        if row["source"] != "measured" or before is None or row["protocol"] not in (*conf.TABLE1_PROTOCOLS, TABLE2_PROTOCOL) \
+        svm_protocols = (*conf.TABLE1_PROTOCOLS, TABLE2_PROTOCOL)
+        if row["source"] != "measured" or before is None or row["protocol"] not in svm_protocols \
                 or not np.isfinite(before.C) or np.isclose(before.C, row["C"], rtol=1e-9, atol=0):
             continue
         by_C = json.loads(row.get("validation_by_C") or "{}")

@@ -38,7 +38,8 @@ class PixelFeatures(Representation):
         def scaled():
             for start in range(0, len(images), BLOCK_ROWS):
                 block = images[start:start + BLOCK_ROWS]
-                yield to_unit_range(torch.as_tensor(block).reshape(len(block), -1)).numpy(), labels[start:start + len(block)]
+                scaled_block = to_unit_range(torch.as_tensor(block).reshape(len(block), -1)).numpy()
+                yield scaled_block, labels[start:start + len(block)]
 
         return scaled()
 
