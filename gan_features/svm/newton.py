@@ -34,7 +34,16 @@ import torch
 from .design import _Design
 from .precondition import LowRankPreconditioner
 from .rows import _RowSource
-from .tron import _CONVERGED, _MAX_CG_ITER, _RUNNING, _STALLED, SolverSettings, _model_decrease, _Solution, _Tron
+from .tron import (
+    _CONVERGED,
+    _RUNNING,
+    _STALLED,
+    SolverSettings,
+    _cg_iterations,
+    _model_decrease,
+    _Solution,
+    _Tron,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,11 +120,7 @@ class _Newton(_Tron):
         running = zTr > 0
         Q = torch.zeros_like(zTr)  # the quadratic model's value at S, per column
         iterations = 0
-        while iterations < _MAX_CG_ITER:
-            j = running.nonzero().squeeze(1)
-            if j.numel() == 0:
-                break
-            iterations += 1
+        for iterations, j in _cg_iterations(running):
             cols, d = columns[j], D[:, j]
             Hd = d + 2 * C * self.design.hessian_product(d, active, cols)
             dHd = (d * Hd).sum(0)

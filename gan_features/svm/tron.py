@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -185,11 +185,7 @@ class _Tron:
         running = rTr.sqrt() > 0
         Q = torch.zeros_like(rTr)  # the quadratic model's value at S, per column
         iterations = 0
-        while iterations < _MAX_CG_ITER:
-            j = running.nonzero().squeeze(1)
-            if j.numel() == 0:
-                break
-            iterations += 1
+        for iterations, j in _cg_iterations(running):
             d = D[:, j]
             Hd = d + 2 * C * self.design.hessian_product(d, active, columns[j])
             dHd = (d * Hd).sum(0)
@@ -213,6 +209,16 @@ class _Tron:
             Q[j], improving = _model_decrease(S[:, j], Rj, G[:, j], Q[j], iterations)
             running[j] = curved & ~outside & improving & (rnew > 0)
         return S, R, iterations
+
+
+def _cg_iterations(running: torch.Tensor) -> Iterator[tuple[int, torch.Tensor]]:
+    """Each CG iteration's number (from 1, at most ``_MAX_CG_ITER``) and the columns still running;
+    the caller clears columns of ``running`` in place as they stop."""
+    for iteration in range(1, _MAX_CG_ITER + 1):
+        columns = running.nonzero().squeeze(1)
+        if columns.numel() == 0:
+            return
+        yield iteration, columns
 
 
 def _model_decrease(S: torch.Tensor, R: torch.Tensor, G: torch.Tensor, Q: torch.Tensor, iterations: int
