@@ -44,12 +44,6 @@ def _package_version() -> str:
     return __version__
 
 
-def check_writable(path: str | os.PathLike, overwrite: bool, expected_bytes: int | None = None) -> Path:
-    """Refuse, before any work is done, to replace an existing file unless asked to, or to write
-    where it cannot succeed (see :func:`gan_features.output.check_output`)."""
-    return check_output(path, overwrite, expected_bytes)
-
-
 def store_bytes(count: int, dimension: int, dtype: str = "float32") -> int:
     """The size of a store of ``count`` rows: features and int64 labels (metadata aside)."""
     return int(count) * (int(dimension) * np.dtype(dtype).itemsize + 8)
@@ -77,7 +71,7 @@ class FeatureWriter:
     def __init__(self, path: str | os.PathLike, count: int, dimension: int, attrs: dict,
                  overwrite: bool = False, dtype: str = "float32"):
         # Checked before any work: the caller extracts only after the writer exists.
-        self.path = check_writable(path, overwrite, store_bytes(count, dimension, dtype))
+        self.path = check_output(path, overwrite, store_bytes(count, dimension, dtype))
         self.partial = partial_path(self.path)
         self.count, self.dimension = int(count), int(dimension)
         self.attrs = dict(attrs)

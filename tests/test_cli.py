@@ -40,12 +40,14 @@ def test_extract_then_svm(trained, tmp_path, capsys):
     with FeatureStore(tmp_path / "train.h5") as store:
         assert store.features.shape == (1257, 7168)
         assert store.attrs["architecture"] == "radford-svhn32" and store.attrs["batchnorm"] == "recompute"
+        assert store.attrs["command"].startswith("gan-features extract --quiet --ckpt ")  # as typed, recorded
     code, out, err = run(capsys, "svm", "--quiet", "--train", str(tmp_path / "train.h5"), "--test",
                          str(tmp_path / "test.h5"), "--C", "1e-3,1e-2", "--results", str(tmp_path / "results"),
                          "--name", "digits")
     assert code == 0, err
     assert "test accuracy" in out
     assert (tmp_path / "results" / "digits.md").exists() and (tmp_path / "results" / "digits.csv").exists()
+    assert "gan-features svm --quiet --train" in (tmp_path / "results" / "digits.csv").read_text()
     accuracy = float(out.split("test accuracy:")[1].split("%")[0])
     assert accuracy > 80  # features of a barely trained D still separate digits far above chance (10%)
 

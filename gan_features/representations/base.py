@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..output import check_output, output_lock
-from ..provenance import git_commit
+from ..provenance import command_line, git_commit
 from ..store import FeatureWriter
 
 CLASS_NAMES_MAX_BYTES = 60_000  # HDF5 1.x keeps an attribute in the object header: < 64 KiB
@@ -76,7 +76,7 @@ def extract_to_store(representation: Representation, dataset, out: str | os.Path
         attrs = {**representation.store_attrs(), **dataset.describe(), **class_names(dataset),
                  "precision": representation.precision, "device": str(representation.device),
                  "torch_version": torch.__version__, "python": platform.python_version(),
-                 "git_commit": git_commit() or "none"}
+                 "git_commit": git_commit() or "none", **({"command": command_line()} if command_line() else {})}
         with FeatureWriter(out, len(dataset), representation.dimension, attrs, overwrite=overwrite) as writer:
             for features, labels in blocks:
                 writer.append(features, labels)
