@@ -179,6 +179,19 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out-dir")
 
 
+def _prepare_arguments(p: argparse.ArgumentParser) -> None:
+    from .data import READERS
+
+    p.add_argument("--dataset", default="imagenet", choices=sorted(set(READERS) - {"prepared"}),
+                   help="which dataset (default: imagenet)")
+    p.add_argument("--data-root", default=None, help="folder holding the dataset (default: $GAN_FEATURES_DATA)")
+    p.add_argument("--split", default="train", help="the split to prepare (default: train)")
+    p.add_argument("--size", type=_count, default=32, help="image size in pixels (default: 32, the paper's)")
+    p.add_argument("--out", required=True, help="the HDF5 file to write, e.g. imagenet32-train.h5")
+    p.add_argument("--workers", type=_count, default=None, help="decoding processes (default: every core)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
 def _train_arguments(p: argparse.ArgumentParser) -> None:
     from .models import ARCHITECTURES, DEFAULT_ARCHITECTURE
 
@@ -376,6 +389,12 @@ COMMAND_ARGUMENTS = {
         dict(help="the whole pipeline on the embedded digits, in minutes",
              description="Train a small DCGAN on scikit-learn's digits, extract features of the trained and of a "
                          "random discriminator, fit L2-SVMs, print and write the table.")),
+    "prepare": (('common',), _prepare_arguments,
+        dict(help="decode a dataset split once into one uint8 HDF5 file (fast training and extraction)",
+             description="Decode every image of a split once (RGB, short side resized, centre crop, as the "
+                         "folder readers do), in parallel processes, into one uint8 HDF5 array with labels, class "
+                         "names and provenance. Resumable: rerun the same command after a stop. Read it back with "
+                         "--dataset prepared --data-root FILE.")),
     "train": (('common', 'data', 'device'), _train_arguments,
         dict(help="train a DCGAN (paper defaults)",
              description="Adversarial training with the paper's defaults; a checkpoint every epoch. Multi-GPU: "

@@ -22,6 +22,13 @@ def cmd_demo(args) -> None:
              progress=not args.quiet)
 
 
+def cmd_prepare(args) -> None:
+    from .data.prepared import prepare
+
+    print(prepare(args.dataset, args.split, args.data_root, args.size, args.out, workers=args.workers,
+                  overwrite=args.overwrite, progress=not args.quiet))
+
+
 def cmd_train(args) -> None:
     from .data import load_dataset
     from .models import get_architecture
@@ -264,6 +271,6 @@ def cmd_archs(args) -> None:
         print(f"{name:20s} {arch.image_size}x{arch.image_size}  {arch.feature_dim():6d}-d features  {arch.description}")
 
 
-COMMANDS = {"demo": cmd_demo, "train": cmd_train, "extract": cmd_extract, "svm": cmd_svm, "knn": cmd_knn,
+COMMANDS = {"demo": cmd_demo, "prepare": cmd_prepare, "train": cmd_train, "extract": cmd_extract, "svm": cmd_svm, "knn": cmd_knn,
             "bench": cmd_bench, "init": cmd_init, "import-radford": cmd_import_radford, "sample": cmd_sample,
             "select": cmd_select, "export": cmd_export, "info": cmd_info, "archs": cmd_archs}

@@ -14,6 +14,7 @@ import functools
 import hashlib
 import io
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -106,6 +107,27 @@ def image_folder(name: str, splits: tuple[str, ...]) -> Callable[[Path], None]:
 def _write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
+
+
+def prepared(images: str, name: str) -> Callable[[Path], None]:
+    """NAME: the train split of the image folder IMAGES prepared at 32 px (``gan-features prepare``)."""
+    def make(tmp: Path) -> None:
+        from gan_features.data.prepared import prepare
+
+        prepare("folder", "train", tmp / images, 32, tmp / name, workers=1, progress=False)
+    return make
+
+
+def prepared_partial(name: str) -> Callable[[Path], None]:
+    """NAME.partial: a stopped preparation of other images (another size)."""
+    def make(tmp: Path) -> None:
+        from gan_features.data.prepared import prepare
+
+        image_folder("other", ("train",))(tmp)
+        prepare("folder", "train", tmp / "other", 16, tmp / "scratch.h5", workers=1, progress=False)
+        (tmp / "scratch.h5").rename(tmp / f"{name}.partial")
+        shutil.rmtree(tmp / "other")
+    return make
 
 
 def _all(*steps: Callable[[Path], None]) -> Callable[[Path], None]:
@@ -240,6 +262,18 @@ CASES: list[Case] = [
     case("extract-image-size-mismatch", f"{EXTRACT} --image-size 64 --out f.h5", "--image-size 32", checkpoint()),
     case("extract-device-bogus", "extract --quiet --ckpt d.pt --device tpu --out f.h5", "unknown device 'tpu'",
          checkpoint()),
+
+    # -- prepare: refused before any image is decoded
+    case("prepare-size-0", "prepare --data-root imgs --out p.h5 --size 0", "argument --size: expected"),
+    case("prepare-workers-0", "prepare --data-root imgs --out p.h5 --workers 0", "argument --workers: expected"),
+    case("prepare-out-exists", "prepare --quiet --dataset folder --data-root imgs --out p.h5", "pass --overwrite",
+         image_folder("imgs", ("train",)), text("p.h5")),
+    case("prepare-root-missing", "prepare --quiet --dataset imagenet --data-root nowhere --out p.h5", "nowhere"),
+    case("prepare-partial-of-other-images", "prepare --quiet --dataset folder --data-root imgs --out p.h5",
+         "partial preparation of other images", image_folder("imgs", ("train",)), prepared_partial("p.h5")),
+    case("extract-prepared-wrong-split", f"{EXTRACT.replace('digits', 'prepared --data-root p.h5')} --split test "
+                                         f"--out f.h5", "holds the 'train' split, not 'test'", checkpoint(),
+         image_folder("imgs", ("train",)), prepared("imgs", "p.h5")),
 
     # -- svm: every refusal before any fit
     case("svm-store-missing", "svm --quiet --train missing.h5 --test missing2.h5", "missing.h5 does not exist"),

@@ -19,6 +19,7 @@ READERS = {
     "svhn": "gan_features.data.svhn:load_svhn",
     "imagenet": "gan_features.data.folders:load_imagenet",
     "folder": "gan_features.data.folders:load_folder",
+    "prepared": "gan_features.data.prepared:load_prepared",  # a file made by `gan-features prepare`
 }
 
 
