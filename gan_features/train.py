@@ -28,6 +28,7 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
 from .checkpoints import load_checkpoint, save_checkpoint
+from .data.base import batch_collate
 from .device import autocast, pick_device
 from .errors import GanFeaturesError
 from .models import Architecture, Discriminator, Generator, create_models, get_architecture
@@ -160,6 +161,7 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: _Distributed, device: tor
     loader_rng = torch.Generator().manual_seed(config.seed)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
                         drop_last=True, num_workers=config.num_workers, generator=loader_rng,
+                        collate_fn=batch_collate(dataset),
                         pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0)
     steps_per_epoch = len(loader)
     total_steps = config.steps if config.steps is not None else config.epochs * steps_per_epoch

@@ -104,3 +104,26 @@ def test_prepare_then_extract_from_the_command_line(photos, capsys):
                  str(out), "--out", str(photos / "f.h5")]) == 0, capsys.readouterr().err
     with FeatureStore(photos / "f.h5") as store:
         assert store.attrs["dataset"] == "imagenet" and len(store) == 14
+
+
+def test_in_memory_batches_come_whole_and_equal_the_per_image_ones():
+    """An in-memory dataset assembles each batch in one indexing operation (no per-image Python path);
+    the batches are the ones torch's per-image path would give, in the same order."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from gan_features.data import ArrayImageDataset, batch_collate
+
+    rng = np.random.default_rng(0)
+    data = ArrayImageDataset(rng.integers(0, 256, (50, 3, 8, 8), dtype=np.uint8), np.arange(50) % 3, ["a", "b", "c"],
+                             name="toy", split="train", source="test", image_size=8)
+    calls = []
+    per_image = type("PerImage", (), {"__len__": lambda self: len(data),
+                                      "__getitem__": lambda self, i: calls.append(i) or data[i]})()
+    loaders = [DataLoader(source, batch_size=16, shuffle=True, drop_last=True, collate_fn=batch_collate(source),
+                          generator=torch.Generator().manual_seed(3)) for source in (data, per_image)]
+    batched, single = list(loaders[0]), list(loaders[1])
+    assert batch_collate(data) is not None and batch_collate(per_image) is None
+    assert len(batched) == len(single) == 3 and len(calls) == 48
+    for (images, labels), (images_1, labels_1) in zip(batched, single):
+        assert torch.equal(images, images_1) and torch.equal(labels, labels_1)

@@ -8,7 +8,7 @@ import importlib
 import os
 
 from ..errors import GanFeaturesError
-from .base import ArrayImageDataset, ImageDataset, resize_uint8, to_unit_range
+from .base import ArrayImageDataset, ImageDataset, batch_collate, resize_uint8, to_unit_range
 
 DATA_ROOT_ENV = "GAN_FEATURES_DATA"
 
@@ -39,5 +39,5 @@ def load_dataset(name: str, split: str = "train", root: str | os.PathLike | None
     return reader(split=split, root=resolve_root(root), image_size=image_size, download=download)
 
 
-__all__ = ["ArrayImageDataset", "DATA_ROOT_ENV", "ImageDataset", "READERS", "load_dataset", "resize_uint8",
-           "resolve_root", "to_unit_range"]
+__all__ = ["ArrayImageDataset", "DATA_ROOT_ENV", "ImageDataset", "READERS", "batch_collate", "load_dataset",
+           "resize_uint8", "resolve_root", "to_unit_range"]

@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..checkpoints import Checkpoint
+from ..data.base import batch_collate
 from ..device import autocast
 from ..errors import GanFeaturesError
 from ..models import Discriminator
@@ -87,6 +88,7 @@ def pooled_features(discriminator: Discriminator, images: torch.Tensor, spec: Fe
 
 def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=batch_collate(dataset),
                       pin_memory=device.type == "cuda", persistent_workers=False)
 
 
