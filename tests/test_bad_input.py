@@ -264,6 +264,8 @@ CASES: list[Case] = [
          checkpoint()),
 
     # -- prepare: refused before any image is decoded
+    case("prepare-imagenet-val-flat", "prepare --quiet --dataset imagenet --data-root net --split val --out p.h5",
+         "torchvision.datasets.ImageNet('net', split='val')", text("net/val/ILSVRC2012_val_00000001.JPEG")),
     case("prepare-size-0", "prepare --data-root imgs --out p.h5 --size 0", "argument --size: expected"),
     case("prepare-workers-0", "prepare --data-root imgs --out p.h5 --workers 0", "argument --workers: expected"),
     case("prepare-out-exists", "prepare --quiet --dataset folder --data-root imgs --out p.h5", "pass --overwrite",

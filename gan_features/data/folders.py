@@ -143,7 +143,11 @@ def load_imagenet(split: str = "train", root: str | None = None, image_size: int
     folder = require_root(root, "imagenet") / split
     entries = list(folder.iterdir()) if folder.is_dir() else []
     if entries and not any(entry.is_dir() for entry in entries):
-        # the official validation archive unpacks flat, with labels in a separate file
-        raise GanFeaturesError(f"imagenet: {folder} is flat; sort the validation images into <wnid> "
-                               f"subfolders first (e.g. with the widely used valprep.sh script)")
+        # the official validation archive unpacks flat, its labels in the devkit: torchvision sorts it
+        root = folder.parent
+        raise GanFeaturesError(
+            f"imagenet: {folder} is flat (the official archive's layout, labels in the devkit): sort it into "
+            f"<wnid> subfolders once: move {folder} away, put ILSVRC2012_img_val.tar and "
+            f"ILSVRC2012_devkit_t12.tar.gz in {root}, and run python -c \"import torchvision; "
+            f"torchvision.datasets.ImageNet('{root}', split='{split}')\"")
     return scan(folder, name="imagenet", split=split, image_size=image_size)
