@@ -118,9 +118,7 @@ class FeatureCache:
         stores = {data.split: self.path(recipe.tag, data, recipe.per_precision) for data in (train, test)}
         reusable = {data.split: self.matches(stores[data.split], {**recipe.identity, **data.describe()})
                     for data in (train, test)}
-        one_fit = all(reusable.values()) and _attr(stores["train"], "checkpoint_sha256") == _attr(
-            stores["test"], "checkpoint_sha256")
-        if recipe.together and not one_fit:
+        if recipe.together and not (all(reusable.values()) and _one_fit(stores["train"], stores["test"])):
             reusable = {split: False for split in reusable}
         todo = [data for data in (train, test) if not reusable[data.split]]
         if todo and self.read_only:
@@ -220,9 +218,13 @@ def store_dimension(path: Path) -> int:
         return store.dimension
 
 
-def _attr(path: Path, key: str) -> Any:
-    with FeatureStore(path) as store:
-        return store.attrs.get(key)
+def _one_fit(train: Path, test: Path) -> bool:
+    """Whether two stores come from one fit of their representation (the same fingerprint)."""
+    fingerprints = []
+    for path in (train, test):
+        with FeatureStore(path) as store:
+            fingerprints.append(store.attrs.get("checkpoint_sha256"))
+    return fingerprints[0] == fingerprints[1]
 
 
 def canonical(value: Any) -> Any:
