@@ -200,7 +200,8 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_count, default=1)
     length.add_argument("--steps", type=_count, default=None, help="total optimiser steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=_count, default=128)
+    p.add_argument("--batch-size", type=_count, default=128,
+                   help="the global batch, split evenly over the ranks under torchrun (default: 128, the paper's)")
     p.add_argument("--lr", type=_positive_number, default=2e-4)
     p.add_argument("--beta1", type=_number_in(0.0, 1.0, "a number from 0 up to (not including) 1"), default=0.5,
                    help="Adam's beta1 (default: 0.5)")

@@ -12,6 +12,7 @@ statistics (no SyncBatchNorm, as in single-device DCGAN); only rank 0 writes fil
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -45,7 +46,7 @@ class TrainConfig:
     out_dir: str = "runs/dcgan"
     steps: int | None = None  # total optimiser steps; None = epochs * steps per epoch
     epochs: int = 1
-    batch_size: int = 128
+    batch_size: int = 128  # the global batch: split evenly over the ranks under torchrun
     lr: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
@@ -78,6 +79,14 @@ class _Distributed:
     def main(self) -> bool:
         return self.rank == 0
 
+    def gather(self, value):
+        """Every rank's ``value``, in rank order (a collective: every rank must call it)."""
+        if not self.enabled:
+            return [value]
+        values = [None] * self.world
+        dist.all_gather_object(values, value)
+        return values
+
     def close(self) -> None:
         if self.enabled and dist.is_initialized():
             dist.destroy_process_group()
@@ -96,6 +105,18 @@ class _AdversarialPair(nn.Module):
 
     def forward(self, real: torch.Tensor, fake: torch.Tensor):
         return self.discriminator(real), self.discriminator(fake)
+
+
+def _weights_sha256(*models: nn.Module) -> str:
+    """A digest of every parameter, to compare replicas across ranks. Batch-norm buffers are left out:
+    D's forward on the fakes in the G step updates them on each rank alone, and DDP sends rank 0's to
+    every rank at the next step (rank 0's are the ones saved)."""
+    digest = hashlib.sha256()
+    for model in models:
+        for name, tensor in model.named_parameters():
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _rng_state() -> dict:
@@ -121,8 +142,12 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: _Distributed, device: tor
     latest = out_dir / "latest.pt"
     arch = get_architecture(config.arch)
     arch.check_image_size(dataset.image_size)
-    if len(dataset) < config.batch_size * ddp.world:
-        raise GanFeaturesError(f"{len(dataset)} images is fewer than one batch of {config.batch_size} per rank: "
+    if config.batch_size % ddp.world:
+        raise GanFeaturesError(f"--batch-size {config.batch_size} is the global batch and must split evenly over "
+                               f"{ddp.world} ranks: pass a multiple of {ddp.world}")
+    rank_batch = config.batch_size // ddp.world  # DDP averages the ranks' gradients: one global batch's
+    if len(dataset) < config.batch_size:
+        raise GanFeaturesError(f"{len(dataset)} images is fewer than one batch of {config.batch_size}: "
                                f"lower --batch-size")
     if ddp.main:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +174,11 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: _Distributed, device: tor
         opt_d.load_state_dict(state["opt_d"])
         opt_g.load_state_dict(state["opt_g"])
         step, epoch = int(state["step"]), int(state["epoch"])
-        torch.set_rng_state(state["rng"]["torch"])
+        rng_by_rank = state.get("rng_by_rank", [state["rng"]])  # one state per rank, in rank order
+        if len(rng_by_rank) != ddp.world:
+            raise GanFeaturesError(f"{latest} was saved by a run of {len(rng_by_rank)} rank(s): resume it with as "
+                                   f"many (torchrun --nproc-per-node {len(rng_by_rank)}), not {ddp.world}")
+        torch.set_rng_state(rng_by_rank[ddp.rank]["torch"])
         resumed_seconds = float(checkpoint.provenance.get("wall_seconds", 0.0))
 
     pair = _AdversarialPair(discriminator)
@@ -159,7 +188,7 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: _Distributed, device: tor
     sampler = DistributedSampler(dataset, ddp.world, ddp.rank, shuffle=True, seed=config.seed,
                                  drop_last=True) if ddp.enabled else None
     loader_rng = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=sampler is None, sampler=sampler,
+    loader = DataLoader(dataset, batch_size=rank_batch, shuffle=sampler is None, sampler=sampler,
                         drop_last=True, num_workers=config.num_workers, generator=loader_rng,
                         collate_fn=batch_collate(dataset),
                         pin_memory=device.type == "cuda", persistent_workers=config.num_workers > 0)
@@ -172,10 +201,19 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: _Distributed, device: tor
                   "command": command_line()}
 
     def save(path: Path, final: bool = False) -> None:
+        """Every rank calls it (it gathers each rank's RNG state and weights' digest); rank 0 writes."""
+        rng_by_rank = ddp.gather(_rng_state())
+        digests = ddp.gather(_weights_sha256(discriminator, generator))
+        if len(set(digests)) > 1:  # DDP keeps the replicas equal; if not, the run is not one model
+            raise GanFeaturesError(f"the ranks' weights differ at step {step} (sha256 {', '.join(d[:12] for d in digests)}):"
+                                   f" a rank saw other data or settings; rerun from the last checkpoint")
+        if not ddp.main:
+            return
         training = {"opt_d": opt_d.state_dict(), "opt_g": opt_g.state_dict(), "step": step, "epoch": epoch,
-                    "rng": _rng_state(), "config": dataclasses.asdict(config)}
+                    "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank, "config": dataclasses.asdict(config)}
         save_checkpoint(path, arch, discriminator, generator,
-                        {**provenance, "step": step, "epoch": epoch, "images_seen": step * config.batch_size * ddp.world,
+                        {**provenance, "step": step, "epoch": epoch, "images_seen": step * config.batch_size,
+                         "weights_sha256_by_rank": digests,
                          "wall_seconds": round(time.time() - started + resumed_seconds, 1)},
                         training=None if final else training)
 
@@ -207,20 +245,19 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: _Distributed, device: tor
                     log_file.write(json.dumps(record) + "\n")
                     log_file.flush()
                     bar.set_postfix(loss_d=f"{losses['loss_d']:.3f}", loss_g=f"{losses['loss_g']:.3f}")
-                if ddp.main and step % config.checkpoint_every == 0 and step % steps_per_epoch:
+                if step % config.checkpoint_every == 0 and step % steps_per_epoch:
                     save(latest)  # at an epoch's end: below, after that epoch's own files
                 if step >= total_steps:
                     break
             if step == (epoch + 1) * steps_per_epoch:
                 epoch += 1
-                if ddp.main:  # latest.pt last: a run killed before it redoes this epoch's files on --resume
-                    save(out_dir / f"epoch{epoch:04d}.pt")
-                    if config.samples_every_epoch:
-                        _write_samples(generator, fixed_latents, out_dir / f"samples_epoch{epoch:04d}.png")
-                    save(latest)
-        if ddp.main:
-            save(latest)
-            save(out_dir / "final.pt", final=True)
+                # latest.pt last: a run killed before it redoes this epoch's files on --resume
+                save(out_dir / f"epoch{epoch:04d}.pt")
+                if ddp.main and config.samples_every_epoch:
+                    _write_samples(generator, fixed_latents, out_dir / f"samples_epoch{epoch:04d}.png")
+                save(latest)
+        save(latest)
+        save(out_dir / "final.pt", final=True)
     finally:
         bar.close()
         if log_file:
