@@ -55,6 +55,7 @@ def cmd_extract(args) -> None:
     from .checkpoints import load_checkpoint
     from .data import load_dataset
     from .device import pick_device
+    from .distributed import Ranks
     from .representations import DiscriminatorFeatures, FeatureSpec, extract_to_store
 
     splits = list(dict.fromkeys(s.strip() for s in args.split.split(",") if s.strip()))
@@ -72,7 +73,8 @@ def cmd_extract(args) -> None:
     size = _image_size(args, checkpoint.architecture)
     checkpoint.architecture.check_image_size(size)
     spec = FeatureSpec(grid=args.grid, pooling=args.pooling, layers=args.layers, batchnorm=args.batchnorm)
-    representation = DiscriminatorFeatures(checkpoint, spec, precision=args.precision, device=pick_device(args.device),
+    ranks = Ranks(pick_device(args.device))  # under torchrun: the rows and the statistics pass split over ranks
+    representation = DiscriminatorFeatures(checkpoint, spec, precision=args.precision, device=ranks.device,
                                            batch_size=args.batch_size, num_workers=args.num_workers)
     if spec.batchnorm == "running" and not checkpoint.has_running_stats:
         raise GanFeaturesError(f"{args.ckpt} has no batch-norm running statistics (imported or raw weights): "
@@ -89,10 +91,15 @@ def cmd_extract(args) -> None:
                     f"{error} (batch-norm statistics are recomputed on --stats-split {args.stats_split}: pass "
                     f"--stats-split with a split that exists, e.g. --stats-split {splits[0]}, or --batchnorm "
                     f"running)") from None
-    representation.fit(statistics, progress=not args.quiet)  # once, shared by every split
-    for split, dataset in datasets.items():
-        print(extract_to_store(representation, dataset, outs[split], overwrite=args.overwrite,
-                               progress=not args.quiet))
+    try:
+        representation.fit(statistics, progress=not args.quiet)  # once, shared by every split
+        for split, dataset in datasets.items():
+            path = extract_to_store(representation, dataset, outs[split], overwrite=args.overwrite,
+                                    progress=not args.quiet)
+            if ranks.main:
+                print(path)
+    finally:
+        ranks.close()
 
 
 def _protocol_overrides(protocol: str, overrides: list[tuple[str, object]]) -> dict[str, object]:

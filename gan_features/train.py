@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -31,6 +30,7 @@ from tqdm.auto import tqdm
 from .checkpoints import load_checkpoint, save_checkpoint
 from .data.base import batch_collate
 from .device import autocast, pick_device
+from .distributed import Ranks
 from .errors import GanFeaturesError
 from .models import Architecture, Discriminator, Generator, create_models, get_architecture
 from .output import writing
@@ -58,38 +58,6 @@ class TrainConfig:
     log_every: int = 10
     samples_every_epoch: bool = True
     resume: bool = False
-
-
-class _Distributed:
-    """Rank bookkeeping; a no-op outside torchrun."""
-
-    def __init__(self, device: torch.device):
-        self.enabled = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.device = device
-        if self.enabled:
-            local = int(os.environ.get("LOCAL_RANK", "0"))
-            if device.type == "cuda":
-                torch.cuda.set_device(local)
-                self.device = torch.device("cuda", local)
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, value):
-        """Every rank's ``value``, in rank order (a collective: every rank must call it)."""
-        if not self.enabled:
-            return [value]
-        values = [None] * self.world
-        dist.all_gather_object(values, value)
-        return values
-
-    def close(self) -> None:
-        if self.enabled and dist.is_initialized():
-            dist.destroy_process_group()
 
 
 class _AdversarialPair(nn.Module):
@@ -129,7 +97,7 @@ def _rng_state() -> dict:
 def train(config: TrainConfig, dataset: Dataset, progress: bool = True) -> Path:
     """Train (or resume) and return the path of the final checkpoint ``<out_dir>/final.pt``."""
     device = pick_device(config.device)
-    ddp = _Distributed(device)
+    ddp = Ranks(device)
     device = ddp.device
     try:
         return _train(config, dataset, ddp, device, progress)
@@ -137,7 +105,7 @@ def train(config: TrainConfig, dataset: Dataset, progress: bool = True) -> Path:
         ddp.close()
 
 
-def _train(config: TrainConfig, dataset: Dataset, ddp: _Distributed, device: torch.device, progress: bool) -> Path:
+def _train(config: TrainConfig, dataset: Dataset, ddp: Ranks, device: torch.device, progress: bool) -> Path:
     out_dir = Path(config.out_dir)
     latest = out_dir / "latest.pt"
     arch = get_architecture(config.arch)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -64,3 +65,29 @@ def test_a_batch_that_does_not_split_or_another_rank_count_on_resume_is_refused(
     assert torchrun(tmp_path / "run", "--steps", "1", "--batch-size", "64").returncode == 0
     other = torchrun(tmp_path / "run", "--steps", "2", "--batch-size", "64", "--resume", ranks=1)
     assert other.returncode != 0 and "resume it with as many (torchrun --nproc-per-node 2)" in other.stderr
+
+
+def test_extraction_over_two_ranks_writes_the_one_process_store_bit_for_bit(tmp_path):
+    """Ranks split the rows (cut at batch boundaries) and the batch-norm statistics pass (every other batch,
+    sums added over the ranks); one store results, equal to one process's in fp32, and no shard is left."""
+    from gan_features.store import FeatureStore
+    from gan_features.train import random_checkpoint
+
+    random_checkpoint("radford-svhn32", tmp_path / "d.pt", seed=0)
+    common = ["extract", "--quiet", "--ckpt", str(tmp_path / "d.pt"), "--dataset", "digits", "--split", "train,test",
+              "--device", "cpu", "--precision", "fp32", "--batch-size", "100"]
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                           str(29500 + os.getpid() % 1000), "-m", "gan_features.cli", *common, "--out",
+                           str(tmp_path / "ranks-{split}.h5")], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / "ranks-train.h5"), str(tmp_path / "ranks-test.h5")]  # rank 0's
+    one = subprocess.run([sys.executable, "-m", "gan_features.cli", *common, "--out", str(tmp_path / "one-{split}.h5")],
+                         capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert one.returncode == 0, one.stderr  # one thread, as each rank: the same kernels, so the same bits
+    for split in ("train", "test"):
+        with FeatureStore(tmp_path / f"ranks-{split}.h5") as ranks, FeatureStore(tmp_path / f"one-{split}.h5") as one:
+            assert np.array_equal(ranks.load()[0], one.load()[0]) and np.array_equal(ranks.labels, one.labels)
+            assert ranks.attrs["batchnorm_statistics_source"] == one.attrs["batchnorm_statistics_source"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.pt", "one-test.h5", "one-train.h5", "ranks-test.h5",
+                                                          "ranks-train.h5"]

@@ -69,6 +69,36 @@ class ArrayImageDataset(ImageDataset):
         return to_unit_range(self.images[index]), torch.from_numpy(self.labels[index.numpy()])
 
 
+class Rows(Dataset):
+    """Some rows of a dataset, in the given order, with its description (name, split, image size,
+    classes); ``images``/``labels`` slices when the parent holds them. See :func:`rows_of`."""
+
+    def __init__(self, parent, indices):
+        self.parent, self.indices = parent, np.asarray(indices, dtype=np.int64)
+        self.labels = np.asarray(parent.labels)[self.indices]
+        for name in ("name", "split", "image_size", "classes", "source"):
+            if hasattr(parent, name):
+                setattr(self, name, getattr(parent, name))
+        if hasattr(parent, "images"):
+            self.images = parent.images[torch.from_numpy(self.indices)]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.parent[int(self.indices[index])]
+
+
+class _BatchedRows(Rows):
+    def __getitems__(self, indices: list[int]):
+        return self.parent.__getitems__(self.indices[np.asarray(indices, dtype=np.int64)].tolist())
+
+
+def rows_of(parent, indices) -> Rows:
+    """:class:`Rows` of ``parent``, assembling whole batches when the parent does (``__getitems__``)."""
+    return (_BatchedRows if callable(getattr(parent, "__getitems__", None)) else Rows)(parent, indices)
+
+
 def batch_collate(dataset):
     """The DataLoader ``collate_fn`` for ``dataset``: batches a dataset already assembles itself
     (``__getitems__``) pass through as they are; None (torch's default) for the others."""

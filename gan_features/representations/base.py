@@ -16,10 +16,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 import torch
 
-from ..output import check_output, output_lock
+from ..data.base import rows_of
+from ..distributed import Ranks, current_ranks
+from ..errors import GanFeaturesError, one_line
+from ..output import check_output, output_lock, partial_path
 from ..provenance import command_line, git_commit
 from ..store import FeatureWriter
 
@@ -71,16 +75,62 @@ def extract_to_store(representation: Representation, dataset, out: str | os.Path
     never left half-written under its name (:class:`~gan_features.store.FeatureWriter`).
     """
     check_output(out, overwrite)
+    ranks = current_ranks(representation.device)
+    if ranks.enabled:
+        return _extract_by_ranks(representation, dataset, Path(out), overwrite, progress, ranks)
     with output_lock(out):
         blocks = representation.blocks(dataset, progress)
-        attrs = {**representation.store_attrs(), **dataset.describe(), **class_names(dataset),
-                 "precision": representation.precision, "device": str(representation.device),
-                 "torch_version": torch.__version__, "python": platform.python_version(),
-                 "git_commit": git_commit() or "none", **({"command": command_line()} if command_line() else {})}
-        with FeatureWriter(out, len(dataset), representation.dimension, attrs, overwrite=overwrite) as writer:
+        with FeatureWriter(out, len(dataset), representation.dimension, _store_attrs(representation, dataset),
+                           overwrite=overwrite) as writer:
             for features, labels in blocks:
                 writer.append(features, labels)
         return writer.path
+
+
+def _store_attrs(representation: Representation, dataset) -> dict[str, Any]:
+    return {**representation.store_attrs(), **dataset.describe(), **class_names(dataset),
+            "precision": representation.precision, "device": str(representation.device),
+            "torch_version": torch.__version__, "python": platform.python_version(),
+            "git_commit": git_commit() or "none", **({"command": command_line()} if command_line() else {})}
+
+
+def _extract_by_ranks(representation: Representation, dataset, out: Path, overwrite: bool, progress: bool,
+                      ranks: Ranks) -> Path:
+    """:func:`extract_to_store` under torchrun: each rank computes a contiguous share of the rows, cut at
+    multiples of the batch size (so each batch is one a single process would run: the same features, bit
+    for bit, where the arithmetic is deterministic), into its own shard; rank 0 writes the one store
+    from the shards, in order, then removes them."""
+    step = max(1, int(getattr(representation, "batch_size", 1)))
+    batches = -(-len(dataset) // step)
+    lo, hi = (min(len(dataset), batches * r // ranks.world * step) for r in (ranks.rank, ranks.rank + 1))
+    shard = partial_path(out).with_name(f"{out.name}.rank{ranks.rank}.partial")
+    try:
+        blocks = representation.blocks(rows_of(dataset, np.arange(lo, hi)), progress and ranks.main)
+        with h5py.File(shard, "w") as file:
+            features = file.create_dataset("features", (hi - lo, representation.dimension), dtype=np.float32)
+            labels = file.create_dataset("labels", (hi - lo,), dtype=np.int64)
+            start = 0
+            for block, block_labels in blocks:
+                features[start:start + len(block)], labels[start:start + len(block)] = block, block_labels
+                start += len(block)
+        failed = None
+    except Exception as error:  # every rank must reach the collective below, or the others wait forever
+        failed = f"rank {ranks.rank}: {one_line(error)}"
+    failures = [failure for failure in ranks.gather(failed) if failure]
+    try:
+        if not failures and ranks.main:
+            with output_lock(out), FeatureWriter(out, len(dataset), representation.dimension,
+                                                 _store_attrs(representation, dataset), overwrite=overwrite) as writer:
+                for rank in range(ranks.world):
+                    with h5py.File(shard.with_name(f"{out.name}.rank{rank}.partial"), "r") as file:
+                        for start in range(0, len(file["labels"]), 4096):
+                            writer.append(file["features"][start:start + 4096], file["labels"][start:start + 4096])
+    finally:
+        ranks.barrier()  # rank 0 has read every shard
+        shard.unlink(missing_ok=True)
+    if failures:
+        raise GanFeaturesError(f"extraction failed on {len(failures)} rank(s): {'; '.join(failures)}")
+    return out
 
 
 def extract_arrays(representation: Representation, dataset, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:

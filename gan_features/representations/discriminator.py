@@ -24,7 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..checkpoints import Checkpoint
-from ..data.base import batch_collate
+from ..data.base import batch_collate, rows_of
+from ..distributed import current_ranks
 from ..device import autocast
 from ..errors import GanFeaturesError
 from ..models import Discriminator
@@ -101,9 +102,17 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
     Each batch runs in training mode (every layer normalised by that batch's own statistics, as
     during training); the statistics each batch-norm layer saw are averaged over batches: the
     mean of the per-batch means and of the per-batch biased variances, accumulated in float64
-    (with ``precision="bf16"`` the convolutions feeding them run in bfloat16).
+    (with ``precision="bf16"`` the convolutions feeding them run in bfloat16). Under torchrun each
+    rank runs every world-th batch of the same sequence and the sums are added over the ranks: the
+    same batches as one process, summed in another order (float64: the float32 statistics agree).
     """
     device = torch.device(device)
+    ranks = current_ranks(device)
+    if ranks.enabled:  # this rank's batches: r, r + world, ... of the one-process sequence
+        rows = np.arange(len(dataset))
+        mine = [rows[b * batch_size:(b + 1) * batch_size]
+                for b in range(ranks.rank, -(-len(dataset) // batch_size), ranks.world)]
+        dataset = rows_of(dataset, np.concatenate(mine) if mine else rows[:0])
     model = copy.deepcopy(discriminator).to(device, memory_format=torch.channels_last).train()
     layers = model.batchnorm_layers()
     if not layers:
@@ -123,7 +132,7 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
     last_block = len(model.feature_taps) - 1
     try:
         for images, _ in tqdm(_loader(dataset, batch_size, num_workers, device), desc="batch-norm statistics",
-                              disable=not progress, leave=False):
+                              disable=not (progress and ranks.main), leave=False):
             with autocast(device, precision):
                 model.block_activations(images.to(device).contiguous(memory_format=torch.channels_last),
                                         upto=last_block)
@@ -131,6 +140,11 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
     finally:
         for h in handles:
             h.remove()
+    if ranks.enabled:  # one all-reduce: the batch count, then each layer's mean and variance sums
+        totals = ranks.sum(torch.cat([torch.tensor([float(batches)], dtype=torch.float64, device=device),
+                                      *(torch.cat(pair) for pair in sums)]))
+        batches = int(totals[0])
+        sums = [list(part.chunk(2)) for part in totals[1:].split([2 * m.num_features for m in layers])]
     if batches == 0:
         raise GanFeaturesError("cannot recompute batch-norm statistics from an empty dataset")
     for m, (mean_sum, var_sum) in zip(layers, sums):
