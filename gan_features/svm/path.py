@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from sklearn.base import clone
 
+from ..output import writing
 from .estimator import LinearL2SVM
 from .problem import _primal_problem, _Problem
 from .rows import DEFAULT_STORE_BLOCK_BYTES, _streamed_rows
@@ -68,10 +69,8 @@ class _PathCheckpoint:
         payload = {name: torch.from_numpy(getattr(model, name)) if isinstance(getattr(model, name), np.ndarray)
                    else getattr(model, name) for name in self.ATTRIBUTES}
         payload.update(fingerprint=self.fingerprint, W=problem.W.cpu())
-        target = self._path(C)
-        partial = target.with_name(target.name + ".partial")
-        torch.save(payload, partial)
-        os.replace(partial, target)  # a crash mid-write never leaves a file that looks complete
+        with writing(self._path(C)) as partial:  # a crash mid-write never leaves a file that looks complete
+            torch.save(payload, partial)
 
 
 def _fit_path(template: LinearL2SVM, problem: _Problem, Cs: Sequence[float],
