@@ -8,110 +8,27 @@ from __future__ import annotations
 
 import argparse
 import errno
-import json
 import math
 import sys
 
 from . import __version__
+from .cli_types import (
+    float_list,
+    index_list,
+    key_value,
+    non_negative_whole,
+    number_in,
+    positive,
+    positive_float_list,
+    positive_int_list,
+    positive_number,
+    positive_whole,
+    seed_value,
+    whole,
+)
 from .errors import GanFeaturesError
 
 EXIT_USAGE = 2
-
-
-def _int_list(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
-def _float_list(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _positive_int_list(text: str) -> tuple[int, ...]:
-    values = _int_list(text)
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers of at least 1, got {text!r}")
-    return values
-
-
-def _checked_list(parse, valid, what: str):
-    """An argparse type: ``parse(text)`` when it gives a non-empty list that ``valid`` accepts, else one
-    line saying ``what`` was expected."""
-    def check(text: str) -> tuple:
-        try:
-            values = parse(text)
-        except argparse.ArgumentTypeError:
-            values = ()
-        if not values or not valid(values):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return values
-
-    return check
-
-
-# --layers: conv block indices, 0 or more; --C: a grid of distinct, finite, positive numbers
-_index_list = _checked_list(_int_list, lambda values: min(values) >= 0,
-                            "comma-separated block indices (whole numbers from 0), e.g. 0,1,2,3")
-_positive_float_list = _checked_list(
-    _float_list, lambda values: all(math.isfinite(v) and v > 0 for v in values) and len(set(values)) == len(values),
-    "comma-separated distinct positive numbers, e.g. 1e-4,1e-3,1e-2")
-
-
-def _positive(convert, what: str):
-    """An argparse type: ``convert(text)`` when that is a finite number above 0, else an error saying ``what``."""
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _whole(minimum: int, maximum: int | None = None):
-    """An argparse type: a whole number from ``minimum`` (to ``maximum``), else a one-line error saying so."""
-    what = (f"a whole number from {minimum} to {maximum}" if maximum is not None
-            else f"a whole number of at least {minimum}")
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum or (maximum is not None and value > maximum):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-def _number_in(low: float, high: float, what: str):
-    """An argparse type: a finite float with ``low <= value < high``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and low <= value < high):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
-SEED_MAX = 2**32 - 1  # torch and numpy both take these; train adds the rank and the epoch to it
-_count = _whole(1)  # batch sizes, steps, epochs, threads, sizes
-_non_negative = _whole(0)  # worker processes, centroids (0: none)
-_seed = _whole(0, SEED_MAX)
-_positive_number = _positive(float, "a positive number")
 
 
 def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -124,21 +41,11 @@ def _one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     return parser
 
 
-def _key_value(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)  # numbers and lists as such; anything else stays text
-    except json.JSONDecodeError:
-        return key, value
-
-
 def _common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("general")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    g.add_argument("--threads", type=_count, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=positive_whole, default=None, help="torch CPU threads (default: torch's choice)")
     return p
 
 
@@ -153,10 +60,10 @@ def _data_parser() -> argparse.ArgumentParser:
                    help=f"folder holding the dataset's official files (default: ${DATA_ROOT_ENV})")
     g.add_argument("--split", default="train",
                    help="train, test, ... (default: train); extract takes several, e.g. train,test")
-    g.add_argument("--image-size", type=_count, default=None,
+    g.add_argument("--image-size", type=positive_whole, default=None,
                    help="resize images to this size (default: the architecture's)")
     g.add_argument("--download", action="store_true", help="fetch the official files first (needs internet)")
-    g.add_argument("--num-workers", type=_non_negative, default=0, help="DataLoader worker processes (default: 0)")
+    g.add_argument("--num-workers", type=non_negative_whole, default=0, help="DataLoader worker processes (default: 0)")
     return p
 
 
@@ -174,8 +81,8 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--out-dir", default="demo-output", help="where checkpoints, stores and the table go")
     p.add_argument("--arch", default="radford-svhn32", choices=sorted(ARCHITECTURES))
-    p.add_argument("--steps", type=_count, default=300, help="training steps of 128 images (default: 300)")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--steps", type=positive_whole, default=300, help="training steps of 128 images (default: 300)")
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace an earlier demo in --out-dir")
 
 
@@ -186,9 +93,9 @@ def _prepare_arguments(p: argparse.ArgumentParser) -> None:
                    help="which dataset (default: imagenet)")
     p.add_argument("--data-root", default=None, help="folder holding the dataset (default: $GAN_FEATURES_DATA)")
     p.add_argument("--split", default="train", help="the split to prepare (default: train)")
-    p.add_argument("--size", type=_count, default=32, help="image size in pixels (default: 32, the paper's)")
+    p.add_argument("--size", type=positive_whole, default=32, help="image size in pixels (default: 32, the paper's)")
     p.add_argument("--out", required=True, help="the HDF5 file to write, e.g. imagenet32-train.h5")
-    p.add_argument("--workers", type=_count, default=None, help="decoding processes (default: every core)")
+    p.add_argument("--workers", type=positive_whole, default=None, help="decoding processes (default: every core)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
@@ -198,15 +105,15 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, choices=sorted(ARCHITECTURES))
     p.add_argument("--out-dir", required=True, help="run folder: checkpoints, log.jsonl, sample grids")
     length = p.add_mutually_exclusive_group()
-    length.add_argument("--epochs", type=_count, default=1)
-    length.add_argument("--steps", type=_count, default=None, help="total optimiser steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=_count, default=128,
+    length.add_argument("--epochs", type=positive_whole, default=1)
+    length.add_argument("--steps", type=positive_whole, default=None, help="total optimiser steps (overrides --epochs)")
+    p.add_argument("--batch-size", type=positive_whole, default=128,
                    help="the global batch, split evenly over the ranks under torchrun (default: 128, the paper's)")
-    p.add_argument("--lr", type=_positive_number, default=2e-4)
-    p.add_argument("--beta1", type=_number_in(0.0, 1.0, "a number from 0 up to (not including) 1"), default=0.5,
+    p.add_argument("--lr", type=positive_number, default=2e-4)
+    p.add_argument("--beta1", type=number_in(0.0, 1.0, "a number from 0 up to (not including) 1"), default=0.5,
                    help="Adam's beta1 (default: 0.5)")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--checkpoint-every", type=_count, default=500, help="steps between checkpoints (and every epoch)")
+    p.add_argument("--seed", type=seed_value, default=0)
+    p.add_argument("--checkpoint-every", type=positive_whole, default=500, help="steps between checkpoints (and every epoch)")
     p.add_argument("--in-memory", action="store_true", help="decode a folder dataset into memory once first")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
 
@@ -224,10 +131,10 @@ def _extract_arguments(p: argparse.ArgumentParser) -> None:
                    help="recompute: statistics over the training split (default, as the paper's code); "
                         "running: the checkpoint's running statistics")
     p.add_argument("--stats-split", default="train", help="split whose images give recomputed statistics")
-    p.add_argument("--grid", type=_count, default=4, help="pool each block to GRID x GRID (default: 4)")
+    p.add_argument("--grid", type=positive_whole, default=4, help="pool each block to GRID x GRID (default: 4)")
     p.add_argument("--pooling", default="max", choices=POOLINGS)
-    p.add_argument("--layers", type=_index_list, default=None, help="conv blocks to use, e.g. 0,1,2,3 (default: all)")
-    p.add_argument("--batch-size", type=_count, default=256)
+    p.add_argument("--layers", type=index_list, default=None, help="conv blocks to use, e.g. 0,1,2,3 (default: all)")
+    p.add_argument("--batch-size", type=positive_whole, default=256)
 
 
 def _svm_arguments(p: argparse.ArgumentParser) -> None:
@@ -239,9 +146,9 @@ def _svm_arguments(p: argparse.ArgumentParser) -> None:
                    help="holdout (default: C on a seeded 10%% of the training rows, refit on all), cifar10 "
                         "(the same, Table 1), cifar10-400 (400 labels per class, repeated draws), "
                         "svhn-1000 (the paper's SVHN analysis), few-labels")
-    p.add_argument("--C", dest="Cs", type=_positive_float_list, default=None, help="C grid, e.g. 1e-4,1e-3,1e-2")
-    p.add_argument("--seed", type=_seed, default=0)
-    p.add_argument("--set", dest="overrides", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--C", dest="Cs", type=positive_float_list, default=None, help="C grid, e.g. 1e-4,1e-3,1e-2")
+    p.add_argument("--seed", type=seed_value, default=0)
+    p.add_argument("--set", dest="overrides", type=key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="change a protocol parameter, e.g. --set n_per_class=10 --set test_draws=5 "
                         "(an unknown key lists the protocol's parameters)")
     p.add_argument("--backend", default=None, choices=BACKENDS,
@@ -260,16 +167,16 @@ def _knn_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--train", required=True, help="training feature store (.h5)")
     p.add_argument("--test", required=True, help="test feature store (.h5)")
-    p.add_argument("--k", dest="ks", type=_positive_int_list, default=KS, metavar="K,K,...",
+    p.add_argument("--k", dest="ks", type=positive_int_list, default=KS, metavar="K,K,...",
                    help=f"neighbours that vote, one search for all (default: {','.join(map(str, KS))})")
-    p.add_argument("--temperature", type=_positive(float, "a positive number"), default=TEMPERATURE,
+    p.add_argument("--temperature", type=positive(float, "a positive number"), default=TEMPERATURE,
                    help=f"T of the vote weights exp(similarity / T) (default: {TEMPERATURE:g})")
     p.add_argument("--results", default=None, help="also write knn.md/.csv (with provenance) into this folder")
     p.add_argument("--overwrite", action="store_true", help="replace knn.md/.csv in --results")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default: auto)")
     p.add_argument("--precision", default="fp32", choices=sorted(DTYPES),
                    help="how the normalised training matrix is held; bf16 halves its memory (default: fp32)")
-    p.add_argument("--batch-size", type=_positive(int, "a whole number of at least 1"), default=BATCH_SIZE,
+    p.add_argument("--batch-size", type=positive(int, "a whole number of at least 1"), default=BATCH_SIZE,
                    help=f"test rows per similarity block of batch x training rows (default: {BATCH_SIZE})")
 
 
@@ -293,11 +200,11 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
                                                    "results/ci for --scale ci)")
     p.add_argument("--cache-dir", default=None,
                    help="feature stores (default: $GAN_FEATURES_CACHE/bench, else ~/.cache/gan-features/bench)")
-    p.add_argument("--seed", type=_seed, default=0, help="protocols' splits and draws, and the random discriminator")
-    p.add_argument("--batch-size", type=_count, default=256, help="extraction batch size (default: 256)")
-    p.add_argument("--kmeans-centroids", type=_non_negative, default=DEFAULT_KMEANS_CENTROIDS,
+    p.add_argument("--seed", type=seed_value, default=0, help="protocols' splits and draws, and the random discriminator")
+    p.add_argument("--batch-size", type=positive_whole, default=256, help="extraction batch size (default: 256)")
+    p.add_argument("--kmeans-centroids", type=non_negative_whole, default=DEFAULT_KMEANS_CENTROIDS,
                    help=f"K of the k-means baseline (default: {DEFAULT_KMEANS_CENTROIDS}; 0: no k-means row)")
-    p.add_argument("--C", dest="Cs", type=_float_list, default=None, metavar="C,C,...",
+    p.add_argument("--C", dest="Cs", type=float_list, default=None, metavar="C,C,...",
                    help="C grid of every protocol, e.g. 1e-4,1e-3 (default: each protocol's, the paper's "
                         "1e-4 ... 1e-2 unless the scale changes it)")
     p.add_argument("--no-random", action="store_true", help="leave out the random-discriminator rows")
@@ -318,7 +225,7 @@ def _init_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--arch", default=DEFAULT_ARCHITECTURE, choices=sorted(ARCHITECTURES))
     p.add_argument("--out", required=True, help="the checkpoint file to write, e.g. random.pt")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
 
 
@@ -337,7 +244,7 @@ def _sample_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arch", default=None, choices=sorted(ARCHITECTURES), help="architecture of a raw state_dict")
     p.add_argument("--out", required=True, help="PNG file")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--seed", type=seed_value, default=0)
     p.add_argument("--no-interpolation", action="store_true", help="leave out the interpolation row")
 
 
@@ -351,20 +258,20 @@ def _select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="cifar10", choices=sorted(READERS), help="labelled data (default: cifar10)")
     p.add_argument("--data-root", default=None, help="folder holding the dataset's official files")
     p.add_argument("--split", default="train", help="a training split (default: train); test splits are refused")
-    p.add_argument("--fit-size", type=_whole(2), default=5000,
+    p.add_argument("--fit-size", type=whole(2), default=5000,
                    help="rows the SVM is fitted on (default: 5000; on 2 CPU cores 1000 takes ~1 min per "
                         "radford-imagenet32 checkpoint, 5000 over 20)")
-    p.add_argument("--validation-size", type=_whole(2), default=2000, help="disjoint rows it is scored on (default: 2000)")
-    p.add_argument("--subset-seed", type=_seed, default=0, help="which rows (default: 0)")
-    p.add_argument("--C", dest="Cs", type=_positive_float_list, default=None, help="C grid (default: 1e-4,1e-3,1e-2)")
-    p.add_argument("--svm-tol", type=_positive_number, default=1e-3,
+    p.add_argument("--validation-size", type=whole(2), default=2000, help="disjoint rows it is scored on (default: 2000)")
+    p.add_argument("--subset-seed", type=seed_value, default=0, help="which rows (default: 0)")
+    p.add_argument("--C", dest="Cs", type=positive_float_list, default=None, help="C grid (default: 1e-4,1e-3,1e-2)")
+    p.add_argument("--svm-tol", type=positive_number, default=1e-3,
                    help="SVM stopping tolerance (default: 1e-3; 1e-4 is ~7x slower on 28,672-d features)")
-    p.add_argument("--diversity-samples", type=_whole(2), default=256,
+    p.add_argument("--diversity-samples", type=whole(2), default=256,
                    help="generated (and real) images of the collapse indicator (default: 256)")
-    p.add_argument("--min-diversity", type=_number_in(0.0, math.inf, "a number of at least 0"), default=None,
+    p.add_argument("--min-diversity", type=number_in(0.0, math.inf, "a number of at least 0"), default=None,
                    help="checkpoints whose sample diversity is below this are not eligible as best (default: all are)")
-    p.add_argument("--batch-size", type=_count, default=256)
-    p.add_argument("--num-workers", type=_non_negative, default=0, help="DataLoader worker processes (default: 0)")
+    p.add_argument("--batch-size", type=positive_whole, default=256)
+    p.add_argument("--num-workers", type=non_negative_whole, default=0, help="DataLoader worker processes (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="discard a table in --out made with other settings")
 
 
@@ -373,7 +280,7 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--selection", default=None, help="the --out folder (or selection.csv) of gan-features select")
     p.add_argument("--run-dir", default=None, help="run folder holding log.jsonl (default: the checkpoint's folder)")
     p.add_argument("--out", required=True, help="folder to write into, e.g. results/dcgan-imagenette32")
-    p.add_argument("--seed", type=_seed, default=0, help="latents of the sample grid (default: 0)")
+    p.add_argument("--seed", type=seed_value, default=0, help="latents of the sample grid (default: 0)")
     p.add_argument("--overwrite", action="store_true", help="replace files an earlier export left in --out")
 
 
