@@ -34,7 +34,7 @@ import torch
 from .checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
 from .errors import GanFeaturesError
 from .output import writing_together
-from .provenance import provenance
+from .provenance import now, provenance
 from .samples import sample_grid
 from .selection import SETTINGS_FILE, TABLE_NAME
 from .training_log import plot_training_curves, read_training_log
@@ -362,7 +362,7 @@ def export_model(out_dir: str | os.PathLike, checkpoint_path: str | os.PathLike 
         staged = dict(zip(names, partials))
         export_record = {**checkpoint.provenance, "export": {
             "source": str(source_path), "source_sha256": checkpoint.sha256, "half": True,
-            "exported": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "exported": now(),
             "torch_version": torch.__version__, "git_commit": provenance()["git_commit"]}}
         save_checkpoint(staged[CHECKPOINT_NAME], checkpoint.architecture, checkpoint.discriminator,
                         checkpoint.generator, export_record, training=None, half=True,

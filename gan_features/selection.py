@@ -54,7 +54,6 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from .checkpoints import Checkpoint, file_sha256, load_checkpoint
@@ -63,7 +62,9 @@ from .output import write_texts
 from .protocols import choose_C_on_validation
 from .provenance import provenance
 from .report import write_table
+from .data.base import Rows, rows_of
 from .representations import DiscriminatorFeatures, FeatureSpec, extract_arrays
+from .representations.base import describe_dataset
 from .subsets import rows_sha256, stratified_rows
 
 TABLE_NAME = "selection"
@@ -140,24 +141,6 @@ def fit_validation_rows(labels: np.ndarray, fit_size: int, validation_size: int,
     return fit, validation
 
 
-class RowSubset(Dataset):
-    """Some rows of an image dataset, in the given order (images are read from the parent on access)."""
-
-    def __init__(self, parent, rows: np.ndarray):
-        self.parent, self.rows = parent, np.asarray(rows, dtype=np.int64)
-        self.labels = np.asarray(parent.labels)[self.rows]
-        self.image_size = parent.image_size
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int):
-        return self.parent[int(self.rows[index])]
-
-    def images(self) -> torch.Tensor:
-        return torch.stack([self[i][0] for i in range(len(self))])
-
-
 # ------------------------------------------------------------------------------------------ scoring
 def _spread(images: torch.Tensor) -> tuple[float, float]:
     """(mean pairwise L2 distance, per-pixel std averaged over pixels) of a batch of images."""
@@ -174,7 +157,7 @@ def sample_spread(generator, count: int, seed: int, device) -> tuple[float, floa
     return _spread(generator(latents.to(device)).float().cpu())
 
 
-def score_checkpoint(checkpoint: Checkpoint, fit: RowSubset, validation: RowSubset, real_spread: tuple[float, float],
+def score_checkpoint(checkpoint: Checkpoint, fit: Rows, validation: Rows, real_spread: tuple[float, float],
                      settings: SelectionSettings, device: str | torch.device = "cpu", batch_size: int = 256,
                      num_workers: int = 0, progress: bool = True) -> dict[str, Any]:
     """One checkpoint's row: best validation accuracy over the C grid, the collapse indicators, timings."""
@@ -227,8 +210,7 @@ def check_training_split(split: str | None) -> None:
 def settings_record(settings: SelectionSettings, dataset, fit_rows: np.ndarray, validation_rows: np.ndarray
                     ) -> dict[str, Any]:
     """The settings plus what identifies the rows; its fingerprint is the cache key."""
-    describe = getattr(dataset, "describe", None)
-    data = describe() if describe else {"count": len(dataset)}
+    data = describe_dataset(dataset)
     return {**settings.to_dict(), "data": data, "fit_rows_sha256": rows_sha256(fit_rows),
             "validation_rows_sha256": rows_sha256(validation_rows),
             "svm": f"LinearL2SVM (torch TRON, tol {settings.svm_tol:g}), fit_c_path", "selection_criterion":
@@ -360,14 +342,15 @@ def select_checkpoint(run_dir: str | os.PathLike, out_dir: str | os.PathLike, da
     def table_rows() -> list[dict]:
         return sorted(earlier + list(rows.values()), key=lambda row: (_step_key(row), str(row["checkpoint"])))
 
-    fit, validation = RowSubset(dataset, fit_rows), RowSubset(dataset, validation_rows)
+    fit, validation = rows_of(dataset, fit_rows), rows_of(dataset, validation_rows)
     real_spread = None
     for index in tqdm(todo, desc="score checkpoints", unit="ckpt", disable=not progress):
         checkpoint = load_checkpoint(paths[index])
         if real_spread is None:  # the real reference: a fixed stratified draw of the fit rows
             reference = stratified_rows(fit.labels, [min(settings.diversity_samples, len(fit))],
                                         settings.diversity_seed)[0]
-            real_spread = _spread(RowSubset(fit, reference).images())
+            real = rows_of(fit, reference)
+            real_spread = _spread(torch.stack([real[i][0] for i in range(len(real))]))
         row = score_checkpoint(checkpoint, fit, validation, real_spread, settings, device, batch_size, num_workers,
                                progress)
         rows[index] = {**row, "checkpoint": str(paths[index]), "settings_sha256": settings_sha256,

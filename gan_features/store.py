@@ -20,7 +20,6 @@ h5py handles do not survive ``fork``: open a store inside each worker process, n
 """
 from __future__ import annotations
 
-import datetime as _dt
 import json
 import os
 from contextlib import ExitStack, contextmanager
@@ -32,6 +31,7 @@ import numpy as np
 
 from .errors import GanFeaturesError, one_line, shortened
 from .output import check_output, disk_error, output_lock, partial_path, reserve
+from .provenance import now
 
 REQUIRED_ATTRS = ("checkpoint_sha256", "architecture", "feature_spec", "dataset", "split", "count",
                   "dimension", "package_version", "created")
@@ -121,7 +121,7 @@ class FeatureWriter:
             if self.written != self.count:
                 raise ValueError(f"store sized for {self.count} rows but {self.written} were written")
             attrs = {"count": self.count, "dimension": self.dimension, "package_version": _package_version(),
-                     "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **self.attrs}
+                     "created": now(), **self.attrs}
             for key, value in attrs.items():
                 self._file.attrs[key] = _attr_value(value)
             self._features = self._labels = None

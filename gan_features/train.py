@@ -169,10 +169,11 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: Ranks, device: torch.devi
                   "command": command_line()}
 
     def save(path: Path, final: bool = False) -> None:
-        """Every rank calls it (it gathers each rank's RNG state and weights' digest); rank 0 writes."""
+        """Every rank calls it (it gathers each rank's RNG state and, under torchrun, weights' digest);
+        rank 0 writes."""
         rng_by_rank = ddp.gather(_rng_state())
-        digests = ddp.gather(_weights_sha256(discriminator, generator))
-        if len(set(digests)) > 1:  # DDP keeps the replicas equal; if not, the run is not one model
+        digests = ddp.gather(_weights_sha256(discriminator, generator)) if ddp.enabled else None
+        if digests and len(set(digests)) > 1:  # DDP keeps the replicas equal; if not, the run is not one model
             raise GanFeaturesError(f"the ranks' weights differ at step {step} (sha256 {', '.join(d[:12] for d in digests)}):"
                                    f" a rank saw other data or settings; rerun from the last checkpoint")
         if not ddp.main:
@@ -181,7 +182,7 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: Ranks, device: torch.devi
                     "rng": rng_by_rank[0], "rng_by_rank": rng_by_rank, "config": dataclasses.asdict(config)}
         save_checkpoint(path, arch, discriminator, generator,
                         {**provenance, "step": step, "epoch": epoch, "images_seen": step * config.batch_size,
-                         "weights_sha256_by_rank": digests,
+                         **({"weights_sha256_by_rank": digests} if digests else {}),
                          "wall_seconds": round(time.time() - started + resumed_seconds, 1)},
                         training=None if final else training)
 

@@ -14,7 +14,8 @@ from gan_features.cli import build_parser, main
 from gan_features.errors import GanFeaturesError
 from gan_features.representations import FeatureSpec, iter_features, prepare_discriminator
 from gan_features.modelcard import export_model, training_command
-from gan_features.selection import RowSubset, SelectionSettings, select_checkpoint
+from gan_features.data.base import rows_of
+from gan_features.selection import SelectionSettings, select_checkpoint
 from gan_features.training_log import plot_training_curves, read_training_log
 from tiny_runs import TINY_IMAGES, digits_train, train_tiny_run
 
@@ -57,7 +58,7 @@ def test_fp16_checkpoint_is_compact_safe_and_close_to_the_original(run_dir, expo
     original, compact = load_checkpoint(source), load_checkpoint(paths["checkpoint-fp16.pt"])
     assert compact.provenance["export"]["source_sha256"] == original.sha256
     assert compact.provenance["step"] == original.provenance["step"] == 6
-    data = RowSubset(digits_train(), np.arange(128))  # enough images to compare features
+    data = rows_of(digits_train(), np.arange(128))  # enough images to compare features
     a, b = _features(original, data), _features(compact, data)
     assert np.linalg.norm(a - b) / np.linalg.norm(a) < 1e-2
     z = original.generator.sample_latents(16, torch.Generator().manual_seed(0))

@@ -71,7 +71,7 @@ class ArrayImageDataset(ImageDataset):
 
 class Rows(Dataset):
     """Some rows of a dataset, in the given order, with its description (name, split, image size,
-    classes); ``images``/``labels`` slices when the parent holds them. See :func:`rows_of`."""
+    classes) and labels; ``images`` (read when asked for) where the parent holds them. See :func:`rows_of`."""
 
     def __init__(self, parent, indices):
         self.parent, self.indices = parent, np.asarray(indices, dtype=np.int64)
@@ -79,8 +79,11 @@ class Rows(Dataset):
         for name in ("name", "split", "image_size", "classes", "source"):
             if hasattr(parent, name):
                 setattr(self, name, getattr(parent, name))
-        if hasattr(parent, "images"):
-            self.images = parent.images[torch.from_numpy(self.indices)]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """The rows' uint8 images, copied from the parent's (AttributeError where it holds none)."""
+        return self.parent.images[torch.from_numpy(self.indices)]
 
     def __len__(self) -> int:
         return len(self.indices)
