@@ -45,7 +45,8 @@ def _common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("general")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    g.add_argument("--threads", type=positive_whole, default=None, help="torch CPU threads (default: torch's choice)")
+    g.add_argument("--threads", type=positive_whole, default=None, help="torch CPU threads (default: torch's choice, "
+                   "lowered to the cores other processes leave free when the command starts; OMP_NUM_THREADS also decides)")
     return p
 
 
@@ -185,7 +186,9 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--scale", default="ci", choices=SCALES,
                    help="ci: a fixed stratified subset of 10,000 training / 2,000 test images, for regression "
-                        "checks (default); full: every image, the numbers to set beside the paper's")
+                        "checks (default); full: every image, the numbers to set beside the paper's; toy: 1,000 / "
+                        "500 images of the CI subset and fewer label draws, the smoke test of docs/reproduce.md, "
+                        "comparable with nothing (needs --results)")
     p.add_argument("--cifar-root", default=None,
                    help="folder holding cifar-10-batches-py/ (default: $GAN_FEATURES_DATA)")
     p.add_argument("--ckpt", dest="checkpoints", action="append", default=[], metavar="LABEL=PATH",
@@ -197,7 +200,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--svhn-ckpt", default=None,
                    help="the paper authors' SVHN discriminator (made by gan-features import-radford)")
     p.add_argument("--results", default=None, help="where the tables go (default: results for --scale full, "
-                                                   "results/ci for --scale ci)")
+                                                   "results/ci for --scale ci; --scale toy has none)")
     p.add_argument("--cache-dir", default=None,
                    help="feature stores (default: $GAN_FEATURES_CACHE/bench, else ~/.cache/gan-features/bench)")
     p.add_argument("--seed", type=seed_value, default=0, help="protocols' splits and draws, and the random discriminator")
@@ -378,10 +381,10 @@ def _configure(args) -> None:
     from .provenance import package_source_state
 
     package_source_state()  # the code this run loaded, before a commit made while it runs can move HEAD
-    if getattr(args, "threads", None):
-        import torch
+    if hasattr(args, "threads"):  # the commands that compute: as many threads as cores are free
+        from .threads import configure_threads
 
-        torch.set_num_threads(args.threads)
+        configure_threads(args.threads)
 
 
 FILE_SYSTEM_ERRORS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,

@@ -18,6 +18,17 @@ def shared_dir() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True, scope="session")
+def quick_core_sample():
+    """Commands run in-process sample the other processes' CPU use for their thread count
+    (gan_features.threads); a hundredth of a second instead of a fifth keeps the many CLI cases quick."""
+    from gan_features import threads
+
+    threads.SAMPLE_SECONDS, before = 0.01, threads.SAMPLE_SECONDS
+    yield
+    threads.SAMPLE_SECONDS = before
+
+
 @pytest.fixture(scope="module")
 def single_torch_thread():
     """One torch thread for a module of small kernels: on 2 shared, busy cores, 2 OpenMP threads ran

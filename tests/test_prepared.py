@@ -72,6 +72,47 @@ def test_a_stopped_preparation_continues_where_it_was(photos, monkeypatch):
                           load_dataset("prepared", "train", whole, 32).images.numpy())
 
 
+KILLED_PREPARE = """
+import os, signal, sys
+from gan_features.data import prepared
+prepared.CHUNK_IMAGES = 4
+root, out, phase = sys.argv[1:]
+write = prepared._write_chunk
+
+def write_then_die(file, index, images):  # chunk 2 is written as _write_chunk does, up to ``phase``
+    if index != 2:
+        return write(file, index, images)
+    file["images"][index * 4:index * 4 + len(images)] = images
+    if phase == "images written":
+        os.kill(os.getpid(), signal.SIGKILL)
+    file.flush()
+    file["done"][index] = True
+    if phase == "marked done, not flushed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    file.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+prepared._write_chunk = write_then_die
+prepared.prepare("imagenet", "train", root, 32, out, workers=1, progress=False)
+"""
+
+
+@pytest.mark.parametrize("phase", ["images written", "marked done, not flushed", "marked done and flushed"])
+def test_a_killed_preparation_resumes_to_the_same_bytes(photos, phase):
+    """SIGKILL (no clean-up runs) at each point of a chunk's write; a rerun completes the same images."""
+    import subprocess
+    import sys
+
+    out = photos / "killed.h5"
+    killed = subprocess.run([sys.executable, "-c", KILLED_PREPARE, str(photos / "imagenet"), str(out), phase])
+    assert killed.returncode == -9 and not out.exists() and (photos / "killed.h5.partial").exists()
+    prepare("imagenet", "train", photos / "imagenet", 32, out, workers=1, progress=False)
+    whole = prepare("imagenet", "train", photos / "imagenet", 32, photos / "whole.h5", workers=1, progress=False)
+    resumed, reference = (load_dataset("prepared", "train", path, 32) for path in (out, whole))
+    assert np.array_equal(resumed.images.numpy(), reference.images.numpy())
+    assert resumed.labels.tolist() == reference.labels.tolist()
+
+
 def test_refusals_are_one_line(photos, monkeypatch):
     out = photos / "train32.h5"
     monkeypatch.setattr(prepared_module, "_write_chunk", lambda *args: (_ for _ in ()).throw(KeyboardInterrupt))

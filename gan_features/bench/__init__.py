@@ -26,7 +26,11 @@ Scales: ``full`` uses every image; ``ci`` a fixed stratified subset (10,000 trai
 which gives the same rows on every machine and under every numpy version (a numpy Generator's
 streams are not guaranteed stable across releases). The tables go to ``results/`` (full) or
 ``results/ci`` (ci) unless ``results_dir`` says otherwise; CI regenerates the ci ones and compares
-them with the committed ones (``benchmarks/check_ci_tables.py``).
+them with the committed ones (``benchmarks/check_ci_tables.py``). ``toy`` is a smaller subset drawn
+the same way (1,000 train / 500 test for CIFAR-10, so part of the CI subset) with the few-label
+protocols shrunk to fit it (:data:`TOY_PROTOCOL_OVERRIDES`): the smoke test of the whole recipe
+(``benchmarks/reproduce.py --toy``); it has no default results folder and its tables say they are
+not comparable with anything.
 
 Features are cached in HDF5 stores under ``cache_dir`` (outside the repository), one per
 (representation, dataset, scale, split, precision), and reused when their recorded provenance
@@ -65,9 +69,13 @@ from .config import (
     TABLE1_PROTOCOLS,
     TABLE2,
     TABLE2_PROTOCOL,
+    TOY_PROTOCOL_OVERRIDES,
+    TOY_SIZES,
     BenchConfig,
     command_line,
     make_protocol,
+    scale_protocol_overrides,
+    subset_sizes,
     svhn_status,
 )
 from .measure import knn_protocols
@@ -88,6 +96,8 @@ __all__ = [
     "TABLE1_PROTOCOLS",
     "TABLE2",
     "TABLE2_PROTOCOL",
+    "TOY_PROTOCOL_OVERRIDES",
+    "TOY_SIZES",
     "BenchConfig",
     "Features",
     "ci_subset",
@@ -103,9 +113,11 @@ __all__ = [
     "rows_sha256",
     "run",
     "run_bench",
+    "scale_protocol_overrides",
     "splits",
     "stores",
     "stratified_subset",
+    "subset_sizes",
     "svhn_status",
     "tables",
     "wide_table1",

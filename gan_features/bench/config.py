@@ -22,8 +22,9 @@ from ..errors import GanFeaturesError
 from ..knn import KS as KNN_KS  # noqa: F401  (read as config.KNN_KS, so one assignment changes every use)
 from ..protocols import PROTOCOLS, Protocol, get_protocol
 
-SCALES = ("full", "ci")
-# Full-scale tables are the ones to set beside the paper's, so they sit at the top of results/.
+SCALES = ("full", "ci", "toy")
+# Full-scale tables are the ones to set beside the paper's, so they sit at the top of results/. The toy
+# scale has no default: its tables say nothing about the paper, so they must not land among these.
 DEFAULT_RESULTS_DIRS = {"full": "results", "ci": os.path.join("results", "ci")}
 CI_SUBSET_SEED = 20151119  # a fixed constant (the paper's arXiv submission date); never change it
 CI_SIZES = {"train": 10_000, "test": 2_000}  # CIFAR-10: 1,000 / 200 per class
@@ -35,6 +36,16 @@ CI_PROTOCOL_OVERRIDES: dict[str, dict[str, Any]] = {
     "cifar10": {},
     "cifar10-400": {"validation_size": 2_000, "selection_draws": 2, "test_draws": 4},
     "svhn-1000": {"validation_size": 2_000}}
+# The toy scale: a smoke test of the whole recipe (benchmarks/reproduce.py --toy, which CI runs), drawn
+# as the CI subset is (same seed and salts, so it is a subset of it), 100 / 50 images per class. Its
+# 1,000 training rows hold out 200 for validation, so the few-label protocols draw 40 (cifar10-400) or
+# 20 (svhn-1000, whose smallest class has ~64 rows in proportion) labels per class from the other 800,
+# and make two draws to choose C and three to test: minutes, not a measurement.
+TOY_SIZES = {"train": 1_000, "test": 500}
+TOY_PROTOCOL_OVERRIDES: dict[str, dict[str, Any]] = {
+    "cifar10": {},
+    "cifar10-400": {"n_per_class": 40, "validation_size": 200, "selection_draws": 2, "test_draws": 3},
+    "svhn-1000": {"n_per_class": 20, "validation_size": 200, "selection_draws": 2, "test_draws": 3}}
 TABLE1_PROTOCOLS = ("cifar10", "cifar10-400")
 TABLE2_PROTOCOL = "svhn-1000"
 TABLE1, TABLE2 = "table1_cifar10", "table2_svhn"
@@ -54,8 +65,8 @@ class BenchConfig:
     cifar_root: str | None = None  # folder holding cifar-10-batches-py/ (default: $GAN_FEATURES_DATA)
     svhn_root: str | None = None  # folder holding train_32x32.mat and test_32x32.mat; Table 2 is measured if so
     svhn_checkpoint: str | None = None  # the paper authors' SVHN discriminator (gan-features import-radford)
-    scale: str = "ci"  # "ci" (fixed stratified subset) or "full"
-    results_dir: str | None = None  # default: DEFAULT_RESULTS_DIRS[scale] (results, results/ci)
+    scale: str = "ci"  # "ci" (fixed stratified subset), "toy" (a smaller one, a smoke test) or "full"
+    results_dir: str | None = None  # default: DEFAULT_RESULTS_DIRS[scale] (results, results/ci); toy: required
     cache_dir: str | None = None  # default: $GAN_FEATURES_CACHE/bench, else ~/.cache/gan-features/bench
     seed: int = 0  # protocols (validation splits, label draws) and the random discriminator
     precision: str = "bf16"  # feature extraction; bf16 autocast is 2-4x faster on CPU
@@ -102,7 +113,15 @@ class BenchConfig:
         if self.saved_only:
             self.resume = True  # the saved rows are all it can show
         if self.results_dir is None:
+            if self.scale not in DEFAULT_RESULTS_DIRS:
+                raise GanFeaturesError(f"the {self.scale} scale has no default results folder: pass --results DIR "
+                                       f"(outside results/: its tables are not comparable with any there)")
             self.results_dir = DEFAULT_RESULTS_DIRS[self.scale]
+        elif self.scale not in DEFAULT_RESULTS_DIRS:
+            for scale, folder in DEFAULT_RESULTS_DIRS.items():
+                if os.path.abspath(self.results_dir) == os.path.abspath(folder):
+                    raise GanFeaturesError(f"--results {self.results_dir} is where the {scale}-scale tables go, and "
+                                           f"{self.scale}-scale ones would replace them: choose another folder")
         if self.cache_dir is None:
             base = os.environ.get(CACHE_ENV) or os.path.join(os.path.expanduser("~"), ".cache", "gan-features")
             self.cache_dir = os.path.join(base, "bench")
@@ -133,7 +152,7 @@ def _labelled(items: Sequence, what: str) -> tuple[tuple[str, str], ...]:
 def command_line(config: BenchConfig, **changes: Any) -> str:
     """The ``gan-features bench`` command that runs ``config`` (with ``changes``), shell-quoted."""
     config = dataclasses.replace(config, **changes)
-    default = BenchConfig(scale=config.scale)
+    default = BenchConfig(scale=config.scale, results_dir=config.results_dir)  # the toy scale has no default folder
     args = ["gan-features", "bench", "--scale", config.scale]
     if config.cifar_root:
         args += ["--cifar-root", config.cifar_root]
@@ -156,12 +175,22 @@ def command_line(config: BenchConfig, **changes: Any) -> str:
     return " ".join(shlex.quote(arg) for arg in args)
 
 
+def subset_sizes(scale: str) -> dict[str, int] | None:
+    """{"train": n, "test": n} of a subset scale (read when called, so a test may shrink them), None at full."""
+    return {"ci": CI_SIZES, "toy": TOY_SIZES}.get(scale)
+
+
+def scale_protocol_overrides(scale: str) -> dict[str, dict[str, Any]]:
+    """The protocol changes a scale makes, by protocol name (none at full scale)."""
+    return {"ci": CI_PROTOCOL_OVERRIDES, "toy": TOY_PROTOCOL_OVERRIDES}.get(scale, {})
+
+
 def make_protocol(name: str, config: BenchConfig) -> Protocol:
     """The protocol as measured: the scale's changes, then ``config.Cs``, then ``config.protocol_overrides``.
 
     Later ones win, so a C grid may come from any of the three (e.g. a shorter one at CI scale).
     """
-    overrides = {**(CI_PROTOCOL_OVERRIDES.get(name, {}) if config.scale == "ci" else {}),
+    overrides = {**scale_protocol_overrides(config.scale).get(name, {}),
                  **({"Cs": config.Cs} if config.Cs is not None else {}),
                  **config.protocol_overrides.get(name, {})}
     return get_protocol(name, seed=config.seed, **overrides)

@@ -27,6 +27,7 @@ from .config import (
     svhn_status,
 )
 from .measure import knn_protocols
+from .splits import SCALE_NAMES
 
 # Long-format CSV: one row per (model, protocol); these columns first, then all provenance.
 LEADING_COLUMNS = ("table", "model", "kind", "source", "protocol", "metric", "test_mean", "test_std", "test_ci95",
@@ -162,15 +163,27 @@ def wide_table2(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
+# What a subset scale's numbers are for, said in its table's note.
+SCALE_PURPOSES = {
+    "ci": "numbers are for regression checks and not comparable with the paper's.",
+    "toy": "a smoke test of the recipe (docs/reproduce.md): its numbers are not comparable with the paper's, "
+           "nor with the CI or full scale's."}
+
+
 def _scale_text(context: dict[str, Any], per_class: bool) -> str:
     if context["scale"] == "full":
         return (f"Scale: full ({context['train_rows']:,} training / {context['test_rows']:,} test images).")
     per = (f" = {context['train_rows'] // 10:,} / {context['test_rows'] // 10:,} per class" if per_class
            else ", classes in proportion")
-    return (f"Scale: CI, a fixed subset of {context['dataset']} ({context['train_rows']:,} training / "
-            f"{context['test_rows']:,} test images{per}; stratified, seed {context['subset_seed']}, rows sha256 "
-            f"{context['train_subset_sha256'][:12]} / {context['test_subset_sha256'][:12]}): numbers are for "
-            f"regression checks and not comparable with the paper's.")
+    return (f"Scale: {SCALE_NAMES[context['scale']]}, a fixed subset of {context['dataset']} "
+            f"({context['train_rows']:,} training / {context['test_rows']:,} test images{per}; stratified, seed "
+            f"{context['subset_seed']}, rows sha256 {context['train_subset_sha256'][:12]} / "
+            f"{context['test_subset_sha256'][:12]}): {SCALE_PURPOSES[context['scale']]}")
+
+
+def _scale_title(config: BenchConfig) -> str:
+    """The scale as a table's title says it; the toy scale's says at once that it measures nothing."""
+    return f"{config.scale} scale" + (": a smoke test, not comparable" if config.scale == "toy" else "")
 
 
 def _protocols_text(names: Sequence[str], config: BenchConfig) -> str:
@@ -298,12 +311,13 @@ def table_texts(results_dir: Path, config: BenchConfig, rows1: list[dict[str, An
     return {
         results_dir / f"{TABLE1}.md": render_markdown(
             wide_table1(rows1),
-            f"Table 1: CIFAR-10, linear L2-SVM{' and k-NN' * config.knn} on features ({config.scale} scale)",
+            f"Table 1: CIFAR-10, linear L2-SVM{' and k-NN' * config.knn} on features ({_scale_title(config)})",
             paragraphs(partial_line(rows1, config), table1_note(context1, config, record, seconds),
                        moved_choices(results_dir / f"{TABLE1}.csv", rows1))),
         results_dir / f"{TABLE1}.csv": _csv(rows1),
         results_dir / f"{TABLE2}.md": render_markdown(
-            wide_table2(rows2), f"Table 2: SVHN, 1000 labels, linear L2-SVM on features ({config.scale} scale)", note2),
+            wide_table2(rows2), f"Table 2: SVHN, 1000 labels, linear L2-SVM on features ({_scale_title(config)})",
+            note2),
         results_dir / f"{TABLE2}.csv": _csv(rows2),
     }
 

@@ -118,16 +118,20 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
     if not layers:
         return model.eval()
     sums = [[torch.zeros(m.num_features, dtype=torch.float64, device=device) for _ in range(2)] for m in layers]
+    for m in layers:
+        m.momentum = 1.0  # after each batch, a layer's running statistics are that batch's own
 
     def hook(index):
-        def capture(module, inputs):
-            x = inputs[0].float()
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), unbiased=False)
-            sums[index][0] += mean.double()
-            sums[index][1] += var.double()
+        # Batch-norm computes each batch's statistics anyway: reading them from its running buffers
+        # costs nothing, where a var_mean of our own over the activations took a third of the pass
+        # (measured, bf16 on 2 cores). It keeps the unbiased variance; the paper's is the biased one.
+        def capture(module, inputs, output):
+            count = inputs[0].numel() // module.num_features
+            sums[index][0] += module.running_mean.double()
+            sums[index][1] += module.running_var.double() * ((count - 1) / count)
         return capture
 
-    handles = [m.register_forward_pre_hook(hook(i)) for i, m in enumerate(layers)]
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
     batches = 0
     last_block = len(model.feature_taps) - 1
     try:
