@@ -57,8 +57,8 @@ LABEL = "DCGAN radford-imagenet32, trained on ImageNet-1k (ours)"
 TOY_LABEL = "DCGAN radford-imagenet32, toy run: {epochs} epochs on {images} Imagenette photos (ours)"
 EPOCHS, BATCH_SIZE = 30, 128
 TOY_PER_CLASS, TOY_EPOCHS, TOY_RANKS = 30, 2, 2
-# 18 steps an epoch on 300 photos over 2 ranks: export wants a loss record (one every 10 steps) up to
-# its checkpoint, and the paper's 128 would give 2 steps an epoch.
+# 18 steps an epoch on 300 photos over 2 ranks (the paper's 128 would give 2): a toy run that still
+# takes enough steps for its checkpoints to differ.
 TOY_BATCH_SIZE = 16
 # Selection on a few hundred CIFAR-10 training rows: seconds per checkpoint instead of minutes.
 TOY_SELECT = ("--fit-size", "200", "--validation-size", "100", "--diversity-samples", "64")

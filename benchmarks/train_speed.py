@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
              "backward, D forward and backward on the real and the fake batch, D forward and backward for G's loss), "
              f"ours {per_image['ours'] / 1e9:.3f} (D's weights frozen for G's loss: no weight gradients there)"]
     if args.contention:
-        table = pd.concat([table, _contention(script, args)], ignore_index=True)
+        table = pd.concat([table, _contention(script, args)], ignore_index=True).fillna("")
     print(write_benchmark(args.out_dir, "train_speed", "Train step: ours against a plain PyTorch loop", table,
                           notes, (load_before, common.load_average())))
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from .errors import GanFeaturesError
@@ -48,7 +49,9 @@ def cmd_train(args) -> None:
                          lr=args.lr, beta1=args.beta1, seed=args.seed, device=args.device,
                          precision=args.precision, num_workers=args.num_workers,
                          checkpoint_every=args.checkpoint_every, resume=args.resume)
-    print(train(config, dataset, progress=not args.quiet))
+    final = train(config, dataset, progress=not args.quiet)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns here; one line is the answer
+        print(final)
 
 
 def cmd_extract(args) -> None:

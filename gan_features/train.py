@@ -210,7 +210,8 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: Ranks, device: torch.devi
                 if not all(math.isfinite(v) for v in losses.values()):
                     raise GanFeaturesError(f"training diverged at step {step} ({losses}): lower --lr or use "
                                            f"--precision fp32")
-                if log_file and (step % config.log_every == 0 or step == total_steps):
+                # every epoch's end too: its checkpoint then has losses up to its step (export needs them)
+                if log_file and (step % config.log_every == 0 or step % steps_per_epoch == 0 or step == total_steps):
                     record = {"step": step, "epoch": epoch, **{k: round(v, 5) for k, v in losses.items()},
                               "seconds": round(time.time() - started + resumed_seconds, 3)}
                     log_file.write(json.dumps(record) + "\n")

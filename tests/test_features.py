@@ -110,3 +110,28 @@ def test_extract_to_store_records_provenance(tmp_path):
                          progress=False)
     with pytest.raises(GanFeaturesError, match="already exists"):
         extract_to_store(fitted, data, out, progress=False)
+
+
+def test_a_failing_background_write_is_raised_in_the_caller_and_never_blocks_it():
+    from gan_features.representations.base import appending_in_background
+
+    class FailingWriter:
+        def __init__(self):
+            self.rows = []
+
+        def append(self, rows, labels):
+            if len(self.rows) == 1:
+                raise OSError(28, "No space left on device")
+            self.rows.append(rows)
+
+    writer = FailingWriter()
+    with pytest.raises(OSError, match="No space left"):
+        with appending_in_background(writer) as append:
+            for block in range(50):  # far more than the queue holds: the caller must not block
+                append(np.full((2, 3), block, dtype=np.float32), np.zeros(2))
+    assert len(writer.rows) == 1
+    done = []
+    with appending_in_background(type("W", (), {"append": lambda self, r, l: done.append(r[0, 0])})()) as append:
+        for block in range(5):
+            append(np.full((1, 1), block, dtype=np.float32), np.zeros(1))
+    assert done == [0, 1, 2, 3, 4]  # every block, in order, written before the block is left

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import h5py
@@ -33,7 +34,8 @@ from ..provenance import provenance
 from .base import ArrayImageDataset
 
 FORMAT = "gan-features prepared images, version 1"
-CHUNK_IMAGES = 1024  # images decoded, written and marked done together (3 MB at 32 px)
+CHUNK_IMAGES = 1024  # images written and marked done together (3 MB at 32 px)
+JOB_IMAGES = 64  # images one worker decodes at a time
 
 
 def prepare(name: str, split: str, root: str | os.PathLike | None, size: int, out: str | os.PathLike, *,
@@ -123,18 +125,21 @@ def _decode_missing(file: h5py.File, dataset, samples, size: int, workers: int |
                 bar.update(hi - lo)
             return
         paths = [path for path, _ in samples]
-        chunks = [(paths[i * CHUNK_IMAGES:(i + 1) * CHUNK_IMAGES], size) for i in todo]
-        workers = max(1, min(workers or os.cpu_count() or 1, len(chunks) or 1))
-        if workers == 1:
-            decoded = map(_decode_chunk, chunks)
-            for index, images in zip(todo, decoded):
-                _write_chunk(file, index, images)
+        # Decoding jobs are smaller than chunks, so that the workers run out of work together (a few chunks
+        # shared among workers left one of them idle for the last): each chunk is written once all its jobs are in.
+        jobs = [(index, (paths[lo:min(lo + JOB_IMAGES, hi)], size)) for index in todo
+                for hi in [min((index + 1) * CHUNK_IMAGES, len(paths))]
+                for lo in range(index * CHUNK_IMAGES, hi, JOB_IMAGES)]
+        workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
+        with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+            decoded = (pool.map if pool else map)(_decode_chunk, [job for _, job in jobs])  # in order
+            pending: list[np.ndarray] = []
+            for (index, _), images in zip(jobs, decoded):
+                pending.append(images)
                 bar.update(len(images))
-            return
-        with ProcessPoolExecutor(workers) as pool:  # chunks come back in order; each lands as soon as it can
-            for index, images in zip(todo, pool.map(_decode_chunk, chunks)):
-                _write_chunk(file, index, images)
-                bar.update(len(images))
+                if sum(map(len, pending)) == _chunk_length(index, len(paths)):
+                    _write_chunk(file, index, np.concatenate(pending))
+                    pending = []
 
 
 def _chunk_length(index: int, total: int) -> int:

@@ -12,6 +12,8 @@ import abc
 import json
 import os
 import platform
+import queue
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -81,10 +83,44 @@ def extract_to_store(representation: Representation, dataset, out: str | os.Path
     with output_lock(out):
         blocks = representation.blocks(dataset, progress)
         with FeatureWriter(out, len(dataset), representation.dimension, _store_attrs(representation, dataset),
-                           overwrite=overwrite) as writer:
+                           overwrite=overwrite) as writer, appending_in_background(writer) as append:
             for features, labels in blocks:
-                writer.append(features, labels)
+                append(features, labels)
         return writer.path
+
+
+class appending_in_background:
+    """``writer.append`` in a thread of its own, so a block is written while the next is computed
+    (measured: the HDF5 writes cost a tenth of a bf16 feature pass here). At most two blocks wait;
+    the writer's first error is raised in the caller, at its next append or on leaving the block."""
+
+    def __init__(self, writer: FeatureWriter, depth: int = 2):
+        self.writer, self.error = writer, None
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.thread = threading.Thread(target=self._drain, name="feature-writer", daemon=True)
+
+    def _drain(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is None:  # after a failure, only drain, so the caller never blocks
+                try:
+                    self.writer.append(*item)
+                except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+                    self.error = error
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __call__(self, rows: np.ndarray, labels: np.ndarray) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put((rows, labels))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.queue.put(None)
+        self.thread.join()
+        if exc_type is None and self.error is not None:
+            raise self.error
 
 
 def _store_attrs(representation: Representation, dataset) -> dict[str, Any]:
