@@ -7,7 +7,8 @@ cost grows with the pixels, so the second set estimates the rate on ImageNet-1k 
 photos hold less detail than real ones and decode somewhat faster: an upper bound).
 
 Each run prepares the same images from scratch in a fresh process (``prepare(..., workers=N)``: scan,
-decode in worker processes, write the HDF5 file), runs alternating over worker counts.
+decode in worker processes, write the HDF5 file), runs alternating over worker counts; beside it the
+same decoding in N independent processes with nothing else, the machine's own ceiling.
 
 Run alone on a quiet machine::
 
@@ -60,14 +61,29 @@ def enlarge_photos(source: Path, target: Path, width: int, height: int) -> None:
             image.convert("RGB").resize((width, height), Image.BICUBIC).save(out, quality=90)
 
 
+def _decode(paths: list[str]) -> int:
+    from gan_features.data.folders import load_image
+
+    return len([load_image(path, 32) for path in paths])
+
+
 def measure(payload: dict) -> dict:
+    """``prepare`` of the photos at ``workers``, or (``decode_only``) the same decoding in as many independent
+    processes with nothing else: the machine's own ceiling for that many workers."""
+    from multiprocessing import Pool
+
     from gan_features.data.prepared import prepare
 
-    with tempfile.TemporaryDirectory() as scratch:
-        start = time.perf_counter()
-        prepare("imagenet", "train", payload["root"], 32, Path(scratch) / "prepared.h5", workers=payload["workers"],
-                progress=False)
-        return {"seconds": time.perf_counter() - start}
+    root, workers = payload["root"], payload["workers"]
+    start = time.perf_counter()
+    if payload.get("decode_only"):
+        paths = sorted(str(path) for path in Path(root).rglob("*.JPEG"))
+        with Pool(workers) as pool:
+            pool.map(_decode, [paths[i:i + 64] for i in range(0, len(paths), 64)])
+    else:
+        with tempfile.TemporaryDirectory() as scratch:
+            prepare("imagenet", "train", root, 32, Path(scratch) / "prepared.h5", workers=workers, progress=False)
+    return {"seconds": time.perf_counter() - start}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,18 +110,21 @@ def main(argv: list[str] | None = None) -> int:
         enlarge_photos(photos, Path(scratch) / "full", width, height)
         sets = {"Imagenette as shipped (64 px short side)": photos,
                 f"the same photos at {width}x{height}, JPEG q90 (ImageNet-like)": Path(scratch) / "full"}
-        samples: dict[tuple[str, int], list[float]] = {}
+        samples: dict[tuple[str, str, int], list[float]] = {}
         for repeat in range(args.repeats):
             for label, root in sets.items():
-                for workers in args.workers:
-                    seconds = common.run_worker(__file__, {"root": str(root), "workers": workers})["seconds"]
-                    samples.setdefault((label, workers), []).append(seconds)
-                    print(f"repeat {repeat + 1}: {label}, {workers} workers: {count / seconds:.0f} img/s", flush=True)
+                for what in ("prepare", "decoding alone"):
+                    for workers in args.workers:
+                        payload = {"root": str(root), "workers": workers, "decode_only": what != "prepare"}
+                        seconds = common.run_worker(__file__, payload)["seconds"]
+                        samples.setdefault((label, what, workers), []).append(seconds)
+                        print(f"repeat {repeat + 1}: {label}, {what}, {workers} workers: {count / seconds:.0f} img/s",
+                              flush=True)
     rows = []
-    for (label, workers), seconds in samples.items():
+    for (label, what, workers), seconds in samples.items():
         rate = count / statistics.median(seconds)
-        one = count / statistics.median(samples[(label, min(args.workers))])
-        rows.append({"photos": label, "workers": workers, "images/s (median)": round(rate, 1),
+        one = count / statistics.median(samples[(label, what, min(args.workers))])
+        rows.append({"photos": label, "what": what, "workers": workers, "images/s (median)": round(rate, 1),
                      "runs (images/s)": ", ".join(f"{count / s:.0f}" for s in seconds),
                      "images/s per worker": round(rate / workers, 1),
                      f"speed-up over {min(args.workers)}": round(rate / one, 2)})
@@ -113,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
              f"{' '.join(map(str, args.workers))} --full-size {args.full_size} --repeats {args.repeats}`: "
              f"{count} photos, prepared at 32 px from scratch in a fresh process each run (scan, decode in worker "
              "processes, write the HDF5 file)",
-             "the main process writes while the workers decode, so on 2 cores 2 workers share a core with it"]
+             "the main process writes while the workers decode, so on 2 cores 2 workers share a core with it",
+             "'decoding alone': the same photos decoded (load_image) in as many independent processes, nothing "
+             "written: how far this machine itself scales (on a shared virtual machine, not always 2x)"]
     print(write_benchmark(args.out_dir, "prepare_speed", "Prepare: images/s decoding real photos", pd.DataFrame(rows),
                           notes, (load_before, common.load_average())))
     return 0
