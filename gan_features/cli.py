@@ -192,7 +192,9 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cifar-root", default=None,
                    help="folder holding cifar-10-batches-py/ (default: $GAN_FEATURES_DATA)")
     p.add_argument("--ckpt", dest="checkpoints", action="append", default=[], metavar="LABEL=PATH",
-                   help="a trained discriminator and its row label; repeatable")
+                   help="a discriminator and its row label; repeatable. PATH@layers=0,1,2,3 uses those conv blocks "
+                        "only (the paper authors' ImageNet model: its blocks 5-6 were not released in full); a "
+                        "checkpoint made by import-radford is marked as the authors' weights")
     p.add_argument("--cifar-ckpt", dest="cifar_checkpoints", action="append", default=[], metavar="LABEL=PATH",
                    help="a discriminator trained on CIFAR-10's training images (labels unused); repeatable")
     p.add_argument("--svhn-root", default=None,

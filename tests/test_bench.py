@@ -26,6 +26,7 @@ from gan_features.svm.estimator import DEFAULT_PRECONDITIONER_RANK
 from gan_features.bench import (
     CI_SUBSET_SEED,
     BenchConfig,
+    checkpoint_layers,
     command_line,
     long_table,
     rows_sha256,
@@ -762,3 +763,28 @@ def test_a_moved_choice_of_C_is_explained_in_the_note(tmp_path):
                     "C 0.0005 -> 0.0001 (validation accuracy then 59.50 % at 0.0005; now, by C: 0.0001 59.20, "
                     "0.0005 59.10).")
     assert bench.moved_choices(previous, rows[1:]) == ""  # nothing moved
+
+
+def test_a_row_of_the_authors_weights_uses_the_chosen_blocks_and_says_whose_they_are(tmp_path):
+    """``--ckpt LABEL=PATH@layers=0,1``: those blocks only; an import-radford checkpoint is the authors'."""
+    from gan_features.checkpoints import load_checkpoint, save_checkpoint
+
+    write_cifar10(tmp_path / "cifar")
+    source = load_checkpoint(random_checkpoint("radford-svhn32", tmp_path / "random.pt", seed=3))
+    save_checkpoint(tmp_path / "authors.pt", source.architecture, source.discriminator, source.generator,
+                    {"source": "radford-dcgan"}, has_running_stats=False)
+    label = "the authors' D, blocks 1-2"
+    paths = run_bench(tiny_config(tmp_path, checkpoints=[f"{label}={tmp_path / 'authors.pt'}@layers=1,0"],
+                                  random_baseline=False, pixel_baseline=False, kmeans_centroids=None, knn=False))
+    rows = [r for r in read_csv(paths["table1_cifar10.csv"]) if r["source"] == "measured"]
+    assert [r["model"] for r in rows] == [label] * 2
+    assert {r["dimension"] for r in rows} == {str((64 + 128) * 16)}
+    assert {r["kind"] for r in rows} == {"imported authors' discriminator"} and {r["layers"] for r in rows} == {"0,1"}
+    assert all(0 <= float(r["test_mean"]) <= 100 for r in rows)
+
+
+def test_a_bad_layer_selection_is_one_line(tmp_path):
+    for bad in ("x=d.pt@layers=", "x=d.pt@layers=a,b", "x=d.pt@layers=-1", "x=@layers=0"):
+        assert "block indices" in error_of(tiny_config, tmp_path, checkpoints=[bad])
+    assert checkpoint_layers("d.pt@layers=3,1,1") == ("d.pt", (1, 3))
+    assert checkpoint_layers("runs/a@b/d.pt") == ("runs/a@b/d.pt", None)

@@ -131,7 +131,16 @@ def test_a_failing_background_write_is_raised_in_the_caller_and_never_blocks_it(
                 append(np.full((2, 3), block, dtype=np.float32), np.zeros(2))
     assert len(writer.rows) == 1
     done = []
-    with appending_in_background(type("W", (), {"append": lambda self, r, l: done.append(r[0, 0])})()) as append:
+    with appending_in_background(type("W", (), {"append": lambda self, rows, labels: done.append(rows[0, 0])})()) as append:
         for block in range(5):
             append(np.full((1, 1), block, dtype=np.float32), np.zeros(1))
     assert done == [0, 1, 2, 3, 4]  # every block, in order, written before the block is left
+
+
+def test_statistics_stop_at_the_last_block_the_features_use():
+    d, _ = create_models("radford-svhn32", seed=0)
+    prepared = recompute_batchnorm(d, _images(20), progress=False, upto=1)
+    first, last = prepared.batchnorm_layers()  # blocks 1 and 2 (block 0 has none)
+    assert not torch.equal(first.running_mean, torch.zeros_like(first.running_mean))
+    assert torch.equal(last.running_mean, torch.zeros_like(last.running_mean))  # block 2 never ran
+    assert torch.equal(last.running_var, torch.ones_like(last.running_var))

@@ -130,8 +130,27 @@ class BenchConfig:
         return json.loads(json.dumps(dataclasses.asdict(self), default=str))
 
 
+LAYERS_MARK = "@layers="  # "LABEL=PATH@layers=0,1,2,3": the row uses these conv blocks only
+
+
+def checkpoint_layers(path: str) -> tuple[str, tuple[int, ...] | None]:
+    """A checkpoint argument's file and the conv blocks its row uses (None: every block)."""
+    file, mark, layers = str(path).rpartition(LAYERS_MARK)
+    if not mark:
+        return str(path), None
+    try:
+        blocks = tuple(sorted({int(block) for block in layers.split(",")}))
+    except ValueError:
+        blocks = ()
+    if not blocks or min(blocks) < 0 or not file:
+        raise GanFeaturesError(f"{path!r}: after {LAYERS_MARK!r} give comma-separated conv block indices from 0, "
+                               f"e.g. PATH{LAYERS_MARK}0,1,2,3")
+    return file, blocks
+
+
 def _labelled(items: Sequence, what: str) -> tuple[tuple[str, str], ...]:
-    """(label, path) pairs, from pairs or from the CLI's ``"LABEL=PATH"`` strings."""
+    """(label, path) pairs, from pairs or from the CLI's ``"LABEL=PATH"`` strings; a path may end in
+    ``@layers=0,1,2,3`` (:func:`checkpoint_layers`, checked here)."""
     pairs = []
     for item in items:
         if isinstance(item, str):
@@ -145,6 +164,7 @@ def _labelled(items: Sequence, what: str) -> tuple[tuple[str, str], ...]:
         label, path = str(label).strip(), os.fspath(path)
         if not label or not path:
             raise GanFeaturesError(f"{what}: {item!r} needs both a label and a path")
+        checkpoint_layers(path)
         pairs.append((label, path))
     return tuple(pairs)
 

@@ -16,10 +16,11 @@ from ..errors import GanFeaturesError
 from ..output import write_texts
 from ..provenance import provenance
 from . import config as conf
-from .config import TABLE2_PROTOCOL, BenchConfig, make_protocol, svhn_status
+from .config import TABLE2_PROTOCOL, BenchConfig, checkpoint_layers, make_protocol, svhn_status
 from .measure import measure_or_pending
 from .splits import load_splits
 from .stores import (
+    IMPORTED_KIND,
     FeatureCache,
     Features,
     discriminator_features,
@@ -82,7 +83,7 @@ def _table1_rows(config: BenchConfig, cifar_root: str, cache: FeatureCache, devi
         for label, path in pairs:
             measure(discriminator(label, kind, path))
     if config.random_baseline:  # one per architecture among the trained ones, in order of appearance
-        for arch in dict.fromkeys(load_checkpoint(path).architecture.name
+        for arch in dict.fromkeys(load_checkpoint(checkpoint_layers(path)[0]).architecture.name
                                   for _, path in (*config.checkpoints, *config.cifar_checkpoints)):
             path = random_checkpoint_path(arch, config.seed, cache.directory, make=not cache.read_only)
             measure(discriminator(f"random {arch} discriminator (seed {config.seed})", "random init", path))
@@ -105,7 +106,7 @@ def _table2_rows(config: BenchConfig, cache: FeatureCache, device
     if config.svhn_checkpoint:
         arch = load_checkpoint(config.svhn_checkpoint).architecture.name
         models.insert(0, (f"DCGAN {arch}, the paper authors' SVHN weights (imported)", config.svhn_checkpoint,
-                          "imported authors' discriminator"))
+                          IMPORTED_KIND))
     for label, path, kind in models:
         rows += measure_or_pending(
             "2", lambda: discriminator_features(label, kind, path, train, test, cache, device, config.batch_size),
@@ -126,7 +127,8 @@ def _cifar_root(config: BenchConfig) -> str:
 
 def _check_config(config: BenchConfig, results_dir: Path) -> None:
     """Every path the run needs, checked before minutes of work rather than after."""
-    for label, path in (*config.checkpoints, *config.cifar_checkpoints):
+    for label, argument in (*config.checkpoints, *config.cifar_checkpoints):
+        path = checkpoint_layers(argument)[0]
         if not Path(path).is_file():
             raise GanFeaturesError(f"checkpoint {path} (for {label!r}) does not exist")
     if config.svhn_checkpoint and not Path(config.svhn_checkpoint).is_file():

@@ -31,6 +31,7 @@ from ..representations import (
 )
 from ..representations.kmeans import STANDARDIZE_EPS
 from ..store import FeatureStore
+from .config import checkpoint_layers
 
 
 @dataclass(frozen=True)
@@ -154,22 +155,32 @@ class FeatureCache:
 
 
 # ------------------------------------------------------------------------------- the three kinds
+IMPORTED_KIND = "imported authors' discriminator"  # weights the paper's authors released (gan-features import-radford)
+
+
 def discriminator_features(label: str, kind: str, path: str | os.PathLike, train: ArrayImageDataset,
                            test: ArrayImageDataset, cache: FeatureCache, device, batch_size: int = 256) -> Features:
-    """Discriminator features of both splits, batch-norm statistics recomputed once over ``train``."""
+    """Discriminator features of both splits, batch-norm statistics recomputed once over ``train``.
+
+    ``path`` may end in ``@layers=0,1,2,3`` (:func:`~.config.checkpoint_layers`): those blocks only. A
+    checkpoint imported from the paper's authors is of that kind whatever ``kind`` says."""
+    path, layers = checkpoint_layers(os.fspath(path))
     if cache.read_only and not Path(path).is_file():  # a random baseline not made yet
         raise NotMeasured(label, kind)
     checkpoint = load_checkpoint(path)
-    spec = FeatureSpec()  # every block max-pooled to 4x4; batch-norm statistics recomputed: the paper's
+    if checkpoint.provenance.get("source") == "radford-dcgan":
+        kind = IMPORTED_KIND
+    spec = FeatureSpec(layers=layers)  # blocks max-pooled to 4x4; batch-norm statistics recomputed: the paper's
     representation = DiscriminatorFeatures(checkpoint, spec, precision=cache.precision, device=device,
                                            batch_size=batch_size)
     identity = {"checkpoint_sha256": checkpoint.sha256, "feature_spec": spec.to_dict(), "batchnorm": spec.batchnorm,
                 "batchnorm_statistics_source": train.describe(), "precision": cache.precision}
     info = {"checkpoint": str(Path(path).resolve()), "checkpoint_sha256": checkpoint.sha256,
             "architecture": checkpoint.architecture.name, "extraction_precision": cache.precision,
-            "extraction_device": str(device), "batchnorm": spec.batchnorm}
-    return cache.features(Recipe(label, kind, representation, f"d{checkpoint.sha256[:16]}", identity, info=info),
-                          train, test)
+            "extraction_device": str(device), "batchnorm": spec.batchnorm,
+            "layers": "all" if layers is None else ",".join(map(str, layers))}
+    tag = f"d{checkpoint.sha256[:16]}" + ("" if layers is None else "-layers" + "".join(map(str, layers)))
+    return cache.features(Recipe(label, kind, representation, tag, identity, info=info), train, test)
 
 
 def pixel_features(train: ArrayImageDataset, test: ArrayImageDataset, cache: FeatureCache) -> Features:

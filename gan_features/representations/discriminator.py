@@ -96,7 +96,7 @@ def _loader(dataset: Dataset, batch_size: int, num_workers: int, device: torch.d
 @torch.no_grad()
 def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_size: int = 128,
                         device: str | torch.device = "cpu", num_workers: int = 0, progress: bool = True,
-                        precision: str = "fp32") -> Discriminator:
+                        precision: str = "fp32", upto: int | None = None) -> Discriminator:
     """A copy of the discriminator whose batch-norm statistics come from ``dataset``.
 
     Each batch runs in training mode (every layer normalised by that batch's own statistics, as
@@ -105,6 +105,10 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
     (with ``precision="bf16"`` the convolutions feeding them run in bfloat16). Under torchrun each
     rank runs every world-th batch of the same sequence and the sums are added over the ranks: the
     same batches as one process, summed in another order (float64: the float32 statistics agree).
+
+    ``upto``: the last conv block whose statistics are recomputed (default: every block); the layers
+    past it are not run and keep the checkpoint's statistics (features that stop at block ``upto``
+    never use them: an imported model whose last blocks were not released has no weights there).
     """
     device = torch.device(device)
     ranks = current_ranks(device)
@@ -114,7 +118,9 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
                 for b in range(ranks.rank, -(-len(dataset) // batch_size), ranks.world)]
         dataset = rows_of(dataset, np.concatenate(mine) if mine else rows[:0])
     model = copy.deepcopy(discriminator).to(device, memory_format=torch.channels_last).train()
-    layers = model.batchnorm_layers()
+    last_block = len(model.feature_taps) - 1 if upto is None else upto
+    run = set(map(id, model.main[:model.feature_taps[last_block] + 1]))
+    layers = [m for m in model.batchnorm_layers() if id(m) in run]
     if not layers:
         return model.eval()
     sums = [[torch.zeros(m.num_features, dtype=torch.float64, device=device) for _ in range(2)] for m in layers]
@@ -133,7 +139,6 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
 
     handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(layers)]
     batches = 0
-    last_block = len(model.feature_taps) - 1
     try:
         for images, _ in tqdm(_loader(dataset, batch_size, num_workers, device), desc="batch-norm statistics",
                               disable=not (progress and ranks.main), leave=False):
@@ -171,7 +176,8 @@ def prepare_discriminator(checkpoint: Checkpoint, spec: FeatureSpec, statistics_
     if statistics_dataset is None:
         raise GanFeaturesError("batch-norm mode 'recompute' needs the training images to compute statistics on")
     return recompute_batchnorm(checkpoint.discriminator, statistics_dataset, spec.batchnorm_batch_size, device,
-                               num_workers, progress, precision)
+                               num_workers, progress, precision,
+                               upto=max(spec.block_indices(checkpoint.discriminator)))
 
 
 @torch.no_grad()
