@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -28,16 +26,7 @@ import torch
 
 from gan_features.report import write_benchmark
 from gan_features.svm import COLUMN_MULTIPLE  # the solver pads its class columns to this
-
-
-def _median_seconds(run, repeats: int) -> float:
-    run()  # warm-up: page faults and thread start-up are not bandwidth
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from speed_common import median_seconds
 
 
 def measure(gib: float, repeats: int, features: int = 28_672) -> pd.DataFrame:
@@ -51,7 +40,7 @@ def measure(gib: float, repeats: int, features: int = 28_672) -> pd.DataFrame:
              ("bf16 X^T @ R", "bfloat16", X_t16.nbytes, lambda: X_t16 @ R16)]
     table = []
     for name, dtype, nbytes, run in cases:
-        seconds = _median_seconds(run, repeats)
+        seconds = median_seconds(run, repeats)
         table.append({"read": name, "dtype": dtype, "matrix": f"{rows} x {features}", "GB": round(nbytes / 1e9, 3),
                       "median_s": round(seconds, 4), "GB/s": round(nbytes / seconds / 1e9, 2)})
     return pd.DataFrame(table)

@@ -48,8 +48,10 @@ def set_threads(threads) -> int:
     return torch.get_num_threads()
 
 
-def _median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: thread start, page faults, kernel choice
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    """The median wall time of ``repeats`` calls of ``run``, after one untimed call (thread start, page
+    faults, kernel choice are not what is measured)."""
+    run()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -69,8 +71,8 @@ def peak_gflops(dtype: str, repeats: int = 5) -> dict[str, float]:
     a, b = (torch.randn(4096, 4096).to(kind) for _ in range(2))
     x = torch.randn(16, 1024, 32, 32).to(kind).contiguous(memory_format=torch.channels_last)
     w = torch.randn(1024, 1024, 1, 1).to(kind).contiguous(memory_format=torch.channels_last)
-    return {"matmul": 2 * 4096 ** 3 / _median_seconds(lambda: a @ b, repeats) / 1e9,
-            "conv1x1": 2 * 16 * 32 * 32 * 1024 * 1024 / _median_seconds(lambda: F.conv2d(x, w), repeats) / 1e9}
+    return {"matmul": 2 * 4096 ** 3 / median_seconds(lambda: a @ b, repeats) / 1e9,
+            "conv1x1": 2 * 16 * 32 * 32 * 1024 * 1024 / median_seconds(lambda: F.conv2d(x, w), repeats) / 1e9}
 
 
 def describe_peaks(peaks: dict[str, dict[str, float]]) -> str:
