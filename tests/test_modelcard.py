@@ -150,3 +150,21 @@ def test_missing_matplotlib_is_a_one_line_error(tmp_path, monkeypatch):
     with pytest.raises(GanFeaturesError, match=r"pip install 'gan-features\[plots\]'"):
         plot_training_curves(read_training_log(log), tmp_path / "losses.png")
     assert not (tmp_path / "losses.png").exists()
+
+
+def test_the_log_has_a_record_at_every_epoch_end_whatever_log_every_says(tmp_path):
+    """Export needs losses up to its checkpoint: a run of fewer steps per epoch than ``log_every`` too."""
+    import json
+
+    import numpy as np
+
+    from gan_features.data.base import ArrayImageDataset
+    from gan_features.train import TrainConfig, train
+
+    images = np.random.default_rng(0).integers(0, 256, (96, 3, 32, 32), dtype=np.uint8)
+    data = ArrayImageDataset(images, np.zeros(96, dtype=int), ["x"], name="random", split="train", source="random",
+                             image_size=32)
+    train(TrainConfig(arch="radford-svhn32", out_dir=str(tmp_path / "run"), epochs=2, batch_size=32, device="cpu",
+                      log_every=10, samples_every_epoch=False), data, progress=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").open()]
+    assert steps == [3, 6]  # 3 steps an epoch: one record at each epoch's end, none at step 10

@@ -132,7 +132,7 @@ def _decode_missing(file: h5py.File, dataset, samples, size: int, workers: int |
                 for lo in range(index * CHUNK_IMAGES, hi, JOB_IMAGES)]
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
         with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-            decoded = (pool.map if pool else map)(_decode_chunk, [job for _, job in jobs])  # in order
+            decoded = (pool.map if pool else map)(_decode_images, [job for _, job in jobs])  # in order
             pending: list[np.ndarray] = []
             for (index, _), images in zip(jobs, decoded):
                 pending.append(images)
@@ -146,7 +146,7 @@ def _chunk_length(index: int, total: int) -> int:
     return min((index + 1) * CHUNK_IMAGES, total) - index * CHUNK_IMAGES
 
 
-def _decode_chunk(job: tuple[list[str], int]) -> np.ndarray:
+def _decode_images(job: tuple[list[str], int]) -> np.ndarray:
     from .folders import load_image
 
     paths, size = job
