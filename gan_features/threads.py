@@ -2,7 +2,8 @@
 
 OpenMP threads that outnumber the cores free to run them wait at every parallel region for a peer
 the kernel has descheduled, spinning while they wait: on a 2-core Xeon with another process on one
-core, a bf16 train step took 8.7 s at torch's default two threads and 0.92 s at one. So by default a
+core, a bf16 train step took 8.7 s at torch's default two threads and 0.92 s at one (0.63 s and 0.36 s on
+a 2-core AMD EPYC: results/train_speed.md). So by default a
 command gives torch no more threads than there are cores free when it starts (the others' share of
 the CPU is sampled from ``/proc/stat`` over a fifth of a second), never more than torch's own choice.
 ``--threads N`` or ``OMP_NUM_THREADS`` in the environment decide instead, as do calls from Python

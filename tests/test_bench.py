@@ -787,4 +787,8 @@ def test_a_bad_layer_selection_is_one_line(tmp_path):
     for bad in ("x=d.pt@layers=", "x=d.pt@layers=a,b", "x=d.pt@layers=-1", "x=@layers=0"):
         assert "block indices" in error_of(tiny_config, tmp_path, checkpoints=[bad])
     assert checkpoint_layers("d.pt@layers=3,1,1") == ("d.pt", (1, 3))
+    write_cifar10(tmp_path / "cifar")
+    random_checkpoint("radford-svhn32", tmp_path / "d.pt", seed=1)
+    assert "do not exist" in error_of(run_bench, tiny_config(tmp_path, checkpoints=[f"x={tmp_path / 'd.pt'}@layers=0,5"]))
+    assert not (tmp_path / "results").exists()
     assert checkpoint_layers("runs/a@b/d.pt") == ("runs/a@b/d.pt", None)

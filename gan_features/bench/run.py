@@ -15,6 +15,7 @@ from ..device import pick_device
 from ..errors import GanFeaturesError
 from ..output import write_texts
 from ..provenance import provenance
+from ..representations import FeatureSpec
 from . import config as conf
 from .config import TABLE2_PROTOCOL, BenchConfig, checkpoint_layers, make_protocol, svhn_status
 from .measure import measure_or_pending
@@ -128,9 +129,14 @@ def _cifar_root(config: BenchConfig) -> str:
 def _check_config(config: BenchConfig, results_dir: Path) -> None:
     """Every path the run needs, checked before minutes of work rather than after."""
     for label, argument in (*config.checkpoints, *config.cifar_checkpoints):
-        path = checkpoint_layers(argument)[0]
+        path, layers = checkpoint_layers(argument)
         if not Path(path).is_file():
             raise GanFeaturesError(f"checkpoint {path} (for {label!r}) does not exist")
+        if layers is not None:  # blocks the architecture lacks: refused now, not after the rows before it
+            discriminator = load_checkpoint(path).discriminator
+            if discriminator is None:
+                raise GanFeaturesError(f"checkpoint {path} (for {label!r}) holds no discriminator")
+            FeatureSpec(layers=layers).block_indices(discriminator)
     if config.svhn_checkpoint and not Path(config.svhn_checkpoint).is_file():
         raise GanFeaturesError(f"SVHN checkpoint {config.svhn_checkpoint} does not exist: make it with "
                                f"`gan-features import-radford DIR --out {config.svhn_checkpoint}`")
