@@ -237,7 +237,8 @@ class DiscriminatorFeatures(Representation):
 
     @property
     def feature_units(self) -> int:
-        return max(self.checkpoint.architecture.feature_channels)
+        channels = self.checkpoint.architecture.feature_channels
+        return max(channels[i] for i in self.spec.block_indices(self.checkpoint.discriminator))
 
     def blocks(self, dataset, progress: bool = True):
         self.checkpoint.architecture.check_image_size(dataset.image_size)
