@@ -45,8 +45,9 @@ def _common_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("general")
     g.add_argument("--quiet", action="store_true", help="no progress bars")
-    g.add_argument("--threads", type=positive_whole, default=None, help="torch CPU threads (default: torch's choice, "
-                   "lowered to the cores other processes leave free when the command starts; OMP_NUM_THREADS also decides)")
+    g.add_argument("--threads", type=positive_whole, default=None,
+                   help="torch CPU threads (default: torch's choice, lowered to the cores other processes leave free "
+                        "when the command starts; OMP_NUM_THREADS also decides)")
     return p
 
 
