@@ -35,12 +35,6 @@ BATCH = 256  # extraction's default batch
 STATISTICS_BATCH = 128  # the batch-norm statistics pass: the paper's batches
 
 
-def _images(count: int):
-    import numpy as np
-
-    return np.random.default_rng(0).integers(0, 256, (count, 3, 32, 32), dtype=np.uint8)
-
-
 def plain_features(discriminator, images, precision: str):
     """The plain loop: every block max-pooled to 4x4, concatenated, as float32 numpy, batch by batch."""
     import torch
@@ -94,7 +88,7 @@ def measure(payload: dict) -> dict:
     from gan_features.models import create_models
 
     discriminator = create_models(payload["arch"], seed=0)[0].to(memory_format=torch.channels_last).eval()
-    images = torch.from_numpy(_images(payload["images"]))
+    images = torch.from_numpy(common.random_images(payload["images"]))
     precision = payload["precision"]
     if payload["what"] == "flops":
         return {"flops_per_image": common.flops(lambda: plain_features(discriminator, images[:BATCH], "fp32")) / BATCH}
@@ -110,19 +104,16 @@ def measure(payload: dict) -> dict:
 
 def _ours(payload: dict, images) -> dict:
     from gan_features.checkpoints import load_checkpoint
-    from gan_features.data import ArrayImageDataset
     from gan_features.representations import DiscriminatorFeatures, extract_to_store
     from gan_features.representations.discriminator import FeatureSpec
     from gan_features.train import random_checkpoint
 
-    dataset = ArrayImageDataset(images, [0] * len(images), ["random"], name="random", split="train",
-                                source="random uint8", image_size=32)
+    dataset = common.random_dataset(images)
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = load_checkpoint(random_checkpoint(payload["arch"], Path(scratch) / "random.pt"))
         representation = DiscriminatorFeatures(checkpoint, FeatureSpec(batchnorm_batch_size=STATISTICS_BATCH),
                                                precision=payload["precision"], batch_size=BATCH)
-        warm = ArrayImageDataset(images[:BATCH], [0] * BATCH, ["random"], name="random", split="train",
-                                 source="random uint8", image_size=32)
+        warm = common.random_dataset(images[:BATCH])
         representation.fit(warm, progress=False)
         for _ in representation.blocks(warm, progress=False):  # warm-up, as the plain loop's
             pass

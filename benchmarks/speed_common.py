@@ -35,6 +35,22 @@ def run_worker(script: str, payload: dict, env: dict[str, str] | None = None, ti
     return json.loads(lines[-1][len(RESULT_MARK):])
 
 
+def random_images(count: int, size: int = 32):
+    """``count`` seeded random uint8 images (N, 3, size, size): dense convolutions cost the same whatever
+    the pixels."""
+    import numpy as np
+
+    return np.random.default_rng(0).integers(0, 256, (count, 3, size, size), dtype=np.uint8)
+
+
+def random_dataset(images):
+    """``images`` (uint8, from :func:`random_images`) as an in-memory dataset of one class."""
+    from gan_features.data import ArrayImageDataset
+
+    return ArrayImageDataset(images, [0] * len(images), ["random"], name="random", split="train",
+                             source="random uint8", image_size=images.shape[-1])
+
+
 def set_threads(threads) -> int:
     """``None``: torch's default; ``"auto"``: what a ``gan-features`` command chooses; N: N."""
     import torch

@@ -35,20 +35,11 @@ import speed_common as common
 PRECISIONS = ("fp32", "bf16")
 
 
-def _random_images(count: int, size: int = 32):
-    import numpy as np
-
-    return np.random.default_rng(0).integers(0, 256, (count, 3, size, size), dtype=np.uint8)
-
-
 def _ours(payload: dict) -> list[float]:
-    from gan_features.data import ArrayImageDataset
     from gan_features.train import TrainConfig, train
 
     steps = payload["warmup"] + payload["steps"]
-    images = _random_images((steps + 1) * payload["batch"])
-    dataset = ArrayImageDataset(images, [0] * len(images), ["random"], name="random", split="train",
-                                source="random uint8", image_size=32)
+    dataset = common.random_dataset(common.random_images((steps + 1) * payload["batch"]))
     with tempfile.TemporaryDirectory() as out_dir:
         config = TrainConfig(arch=payload["arch"], out_dir=out_dir, steps=steps, batch_size=payload["batch"],
                              precision=payload["precision"], device="cpu", checkpoint_every=10 ** 9, log_every=1,
@@ -95,7 +86,7 @@ def _plain(payload: dict) -> list[float]:
     import torch
 
     batch, steps = payload["batch"], payload["warmup"] + payload["steps"]
-    images = torch.from_numpy(_random_images(steps * batch))
+    images = torch.from_numpy(common.random_images(steps * batch))
     order = torch.randperm(len(images))
     networks = _plain_setup(payload)
     times = []

@@ -181,8 +181,10 @@ class Discriminator(nn.Module):
                 outputs.append(h)
         return outputs
 
-    def batchnorm_layers(self) -> list[nn.BatchNorm2d]:
-        return [m for m in self.main if isinstance(m, nn.BatchNorm2d)]
+    def batchnorm_layers(self, upto: int | None = None) -> list[nn.BatchNorm2d]:
+        """The batch-norm layers of conv blocks 0..upto (default: all), in layer order."""
+        last = self.feature_taps[-1 if upto is None else upto]
+        return [m for m in self.main[:last + 1] if isinstance(m, nn.BatchNorm2d)]
 
 
 class Generator(nn.Module):

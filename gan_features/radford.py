@@ -38,6 +38,7 @@ LICENCE = "MIT, Copyright (c) 2015 Alec Radford (LICENSE of Newmu/dcgan_code)"
 ORIGINAL_BN_EPS = 1e-8
 MISSING_INIT_SEED = 0
 _FILE = re.compile(r"^(\d+)_(discrim|gen)_params\.jl_(\d+)\.npy$")
+SOURCE = "radford-dcgan"  # the provenance "source" of every imported checkpoint
 
 
 @dataclass(frozen=True)
@@ -229,7 +230,7 @@ def import_radford(directory: str | Path, allow_missing: bool = False) -> checkp
         module.load_state_dict(state)  # strict: a table/architecture disagreement fails loudly here
 
     provenance = {
-        "source": "radford-dcgan",
+        "source": SOURCE,
         "source_directory": str(directory.resolve()),
         "model": model.directory,
         "epoch": epoch,

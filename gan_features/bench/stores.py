@@ -20,6 +20,7 @@ from ..checkpoints import load_checkpoint
 from ..data import ArrayImageDataset
 from ..errors import GanFeaturesError
 from ..output import write_json
+from ..radford import SOURCE as RADFORD_SOURCE
 from ..representations import (
     DiscriminatorFeatures,
     FeatureSpec,
@@ -168,7 +169,7 @@ def discriminator_features(label: str, kind: str, path: str | os.PathLike, train
     if cache.read_only and not Path(path).is_file():  # a random baseline not made yet
         raise NotMeasured(label, kind)
     checkpoint = load_checkpoint(path)
-    if checkpoint.provenance.get("source") == "radford-dcgan":
+    if checkpoint.provenance.get("source") == RADFORD_SOURCE:
         kind = IMPORTED_KIND
     spec = FeatureSpec(layers=layers)  # blocks max-pooled to 4x4; batch-norm statistics recomputed: the paper's
     representation = DiscriminatorFeatures(checkpoint, spec, precision=cache.precision, device=device,

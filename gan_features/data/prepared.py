@@ -127,9 +127,11 @@ def _decode_missing(file: h5py.File, dataset, samples, size: int, workers: int |
         paths = [path for path, _ in samples]
         # Decoding jobs are smaller than chunks, so that the workers run out of work together (a few chunks
         # shared among workers left one of them idle for the last): each chunk is written once all its jobs are in.
-        jobs = [(index, (paths[lo:min(lo + JOB_IMAGES, hi)], size)) for index in todo
-                for hi in [min((index + 1) * CHUNK_IMAGES, len(paths))]
-                for lo in range(index * CHUNK_IMAGES, hi, JOB_IMAGES)]
+        jobs = []  # (chunk index, (paths, size))
+        for index in todo:
+            hi = index * CHUNK_IMAGES + _chunk_length(index, len(paths))
+            jobs += [(index, (paths[lo:min(lo + JOB_IMAGES, hi)], size))
+                     for lo in range(index * CHUNK_IMAGES, hi, JOB_IMAGES)]
         workers = max(1, min(workers or os.cpu_count() or 1, len(jobs) or 1))
         with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
             decoded = (pool.map if pool else map)(_decode_images, [job for _, job in jobs])  # in order

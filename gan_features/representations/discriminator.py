@@ -119,8 +119,7 @@ def recompute_batchnorm(discriminator: Discriminator, dataset: Dataset, batch_si
         dataset = rows_of(dataset, np.concatenate(mine) if mine else rows[:0])
     model = copy.deepcopy(discriminator).to(device, memory_format=torch.channels_last).train()
     last_block = len(model.feature_taps) - 1 if upto is None else upto
-    run = set(map(id, model.main[:model.feature_taps[last_block] + 1]))
-    layers = [m for m in model.batchnorm_layers() if id(m) in run]
+    layers = model.batchnorm_layers(upto=last_block)
     if not layers:
         return model.eval()
     sums = [[torch.zeros(m.num_features, dtype=torch.float64, device=device) for _ in range(2)] for m in layers]
