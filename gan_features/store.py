@@ -37,6 +37,10 @@ REQUIRED_ATTRS = ("checkpoint_sha256", "architecture", "feature_spec", "dataset"
                   "dimension", "package_version", "created")
 CHUNK_BYTES = 4 << 20  # ~4 MiB row chunks: big enough for streaming, small enough for row slices
 READ_BLOCK_BYTES = 64 << 20  # rows read per block by read_rows
+# read_rows reads the whole span between selected rows when it is at most this many times their count:
+# h5py's row-list selections cost ~1 ms a row here (2,000 rows of 28,672 floats in 2.1 s), a span's
+# contiguous read ~11 us a row (HDF5 reads every chunk that holds a selected row either way).
+SPAN_READ_MAX_RATIO = 64
 
 
 def _package_version() -> str:
@@ -368,9 +372,21 @@ def check_finite_rows(path: Path, block: np.ndarray, rows) -> None:
 
 
 def _read_features(store: "FeatureStore", selection) -> np.ndarray:
-    """``store.features[selection]``, with a damaged file refused in one line."""
+    """``store.features[selection]``, with a damaged file refused in one line. A slice is read with
+    ``read_direct`` in blocks of :data:`READ_BLOCK_BYTES`: h5py's slicing of one large selection
+    measured 15x slower here (10,000 x 28,672 float32: 3.0 s against 0.2 s)."""
     try:
-        return store.features[selection]
+        if not isinstance(selection, slice):
+            return store.features[selection]
+        start, stop, step = selection.indices(len(store))
+        if step != 1:
+            return store.features[selection]
+        out = np.empty((max(stop - start, 0), store.dimension), dtype=store.features.dtype)
+        block = rows_per_block(store)
+        for lo in range(start, stop, block):
+            hi = min(lo + block, stop)
+            store.features.read_direct(out, np.s_[lo:hi], np.s_[lo - start:hi - start])
+        return out
     except (OSError, RuntimeError) as error:
         raise _bad_store(store.path, f"'features' cannot be read ({type(error).__name__}: {error})") from None
 
@@ -479,16 +495,25 @@ def read_rows(store: FeatureStore, rows: np.ndarray) -> tuple[np.ndarray, np.nda
     """
     rows = np.asarray(rows, dtype=np.int64)
     order = np.argsort(rows, kind="stable")
+    sorted_rows = rows[order]
+    if len(rows) and (sorted_rows[0] < 0 or sorted_rows[-1] >= len(store)):
+        raise IndexError(f"rows must lie in [0, {len(store)}) of {store.path}, got {sorted_rows[0]}..{sorted_rows[-1]}")
     features = np.empty((len(rows), store.dimension), dtype=np.float32)
     step = rows_per_block(store)
-    for start in range(0, len(rows), step):
-        positions = order[start:start + step]
-        block_rows = rows[positions]
-        if len(block_rows) > 1 and not (block_rows[1:] > block_rows[:-1]).all():  # repeated rows: h5py refuses
+    start = 0
+    while start < len(rows):
+        # The selected rows in the next block of the store (or the next step of them, if more).
+        stop = min(int(np.searchsorted(sorted_rows, sorted_rows[start] + step)), start + step)
+        positions, block_rows = order[start:stop], sorted_rows[start:stop]
+        first, last = int(block_rows[0]), int(block_rows[-1])
+        if last + 1 - first <= SPAN_READ_MAX_RATIO * len(block_rows):  # dense: the whole span, then pick
+            block = _read_features(store, slice(first, last + 1))[block_rows - first]
+        elif len(block_rows) > 1 and not (block_rows[1:] > block_rows[:-1]).all():  # repeated rows: h5py refuses
             unique, inverse = np.unique(block_rows, return_inverse=True)
             block = _read_features(store, unique)[inverse]
         else:
             block = _read_features(store, block_rows)
+        start = stop
         if block.dtype != np.float32:  # float64 beyond float32's range would become inf: check after the cast
             with np.errstate(over="ignore", invalid="ignore"):
                 block = block.astype(np.float32)

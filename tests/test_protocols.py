@@ -278,6 +278,23 @@ def test_read_rows_returns_requested_rows_in_order(tmp_path, monkeypatch):
     assert np.array_equal(got[:, 0], rows) and np.array_equal(got_labels, labels[rows])
 
 
+@pytest.mark.parametrize("span_ratio", [1, 64, 10_000])  # the row-list reads, both, the span reads
+def test_read_rows_dense_sparse_and_repeated_rows(tmp_path, monkeypatch, span_ratio):
+    features = np.random.default_rng(0).standard_normal((500, 8)).astype(np.float32)
+    path = store(tmp_path, "rows", features, np.arange(500) % 5)
+    monkeypatch.setattr(store_module, "READ_BLOCK_BYTES", 40 * 8 * 4)  # 40 rows per block
+    monkeypatch.setattr(store_module, "SPAN_READ_MAX_RATIO", span_ratio)
+    rng = np.random.default_rng(1)
+    rows = np.concatenate([rng.permutation(np.arange(100, 180)), [3, 499, 250, 3, 120, 120], [0, 300, 450]])
+    with FeatureStore(path) as opened:
+        got, _ = read_rows(opened, rows)
+        np.testing.assert_array_equal(got, features[rows])
+        for bad in ([5, 500], [-1, 4]):
+            with pytest.raises(IndexError, match="rows must lie in"):
+                read_rows(opened, np.array(bad))
+        np.testing.assert_array_equal(opened.load(slice(7, 433))[0], features[7:433])
+
+
 def test_run_accepts_open_stores_and_records_provenance(stores):
     with FeatureStore(stores["train"]) as train, FeatureStore(stores["test"]) as test:
         result = small("cifar10-400").run(train, test, svm_params=SVM, progress=False)

@@ -143,13 +143,16 @@ class _GramFactor:
         """``X~^T L^-T V`` in float64 ((n_features [+ 1]) x k), X read in row blocks."""
         B = torch.linalg.solve_triangular(self.L.T, V.to(torch.float64), upper=True)
         n, d = self.X.shape
-        W = torch.zeros(d + (self.scaling is not None), V.shape[1], dtype=torch.float64, device=V.device)
+        # Accumulated as W^T = B^T X, so each block of X is a contiguous row-major float64 copy:
+        # converting X's transpose block instead was 5x slower (1.3 s per C at 4,000 x 28,672).
+        B_T = B.T.contiguous()
+        W_T = torch.zeros(V.shape[1], d + (self.scaling is not None), dtype=torch.float64, device=V.device)
         block = max(1, GRAM_SCRATCH_BYTES // (8 * d))  # float64 copies of a few rows at a time
         for lo in range(0, n, block):
-            W[:d] += self.X[lo:lo + block].T.to(torch.float64) @ B[lo:lo + block]
+            W_T[:, :d] += B_T[:, lo:lo + block] @ self.X[lo:lo + block].to(torch.float64)
         if self.scaling is not None:
-            W[d] = self.scaling * B.sum(0)
-        return W
+            W_T[:, d] = self.scaling * B.sum(0)
+        return W_T.T.contiguous()
 
     def coordinates(self, W: torch.Tensor) -> torch.Tensor:
         """The inverse of :meth:`weights` on the row span: ``V = L^-1 X~ W`` (``w~ = X~^T L^-T v`` is
