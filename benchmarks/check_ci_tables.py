@@ -3,8 +3,9 @@
     python benchmarks/check_ci_tables.py --fresh DIR [--committed results/ci] [--tolerance POINTS]
                                          [--tolerance PROTOCOL=POINTS ...]
 
-Every measured row of the committed ``table1_cifar10.csv`` / ``table2_svhn.csv`` is matched with
-the fresh row of the same model and protocol. The check fails (exit 1, one line per offending row)
+Every measured row of the committed ``table1_cifar10.csv`` / ``table2_svhn.csv`` (and
+``layers_cifar10.csv``, the per-block table, when it is committed) is matched with the fresh row of
+the same model, protocol (and blocks). The check fails (exit 1, one line per offending row)
 when a row's score moved further than its protocol's tolerance, when a row is missing from the
 fresh tables, or when the fresh tables are not of the same CI subset; otherwise it passes (exit 0).
 Either way it prints a comparison table. Bad arguments or unreadable tables exit 2.
@@ -57,6 +58,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 TABLES = ("table1_cifar10.csv", "table2_svhn.csv")
+OPTIONAL_TABLES = ("layers_cifar10.csv",)  # checked when committed (bench --layers); fails if then not fresh
 TOLERANCES = {"cifar10": 1.0, "cifar10-400": 1.0, "svhn-1000": 1.0,  # points; see the module docstring
               "knn-k20": 1.0, "knn-k200": 1.0}
 NEAR_TIE = 0.3  # validation points: 3 of the 1,000 cifar10 CI validation images (see the module docstring)
@@ -81,6 +83,11 @@ class Row:
     subset: tuple[str, ...]
     C: float | None = None  # the chosen C (SVM rows)
     validation_by_C: tuple[tuple[float, float], ...] = ()  # (C, validation score) of every C tried
+    blocks: str = ""  # the per-block table's block set ("block 2", "blocks 1-3"); "" in Tables 1 and 2
+
+    @property
+    def name(self) -> str:
+        return f"{self.model} [{self.blocks}]" if self.blocks else self.model
 
     def near_tie(self, other_C: float | None) -> bool:
         """Whether ``other_C``, not this row's C, was within :data:`NEAR_TIE` of its choice by this row's
@@ -91,11 +98,15 @@ class Row:
         return abs(scores[other_C] - scores[self.C]) <= NEAR_TIE
 
 
-def read_measured(directory: Path) -> dict[tuple[str, str, str], Row]:
-    """Measured rows of both tables, by (table, model, protocol)."""
-    rows: dict[tuple[str, str, str], Row] = {}
-    for name in TABLES:
+def read_measured(directory: Path, optional: tuple[str, ...] = OPTIONAL_TABLES
+                  ) -> dict[tuple[str, str, str, str], Row]:
+    """Measured rows of the tables, by (table, model, blocks, protocol); those of :data:`OPTIONAL_TABLES`
+    are read when they exist, or must exist unless named in ``optional``."""
+    rows: dict[tuple[str, str, str, str], Row] = {}
+    for name in (*TABLES, *OPTIONAL_TABLES):
         path = directory / name
+        if name in optional and not path.exists():
+            continue
         try:
             with open(path, newline="", encoding="utf-8") as handle:
                 records = list(csv.DictReader(handle))
@@ -110,12 +121,12 @@ def read_measured(directory: Path) -> dict[tuple[str, str, str], Row]:
             try:
                 row = Row(name, record["model"], record["protocol"], float(record["test_mean"]),
                           record.get("scale", ""), tuple(record.get(column, "") for column in SUBSET_COLUMNS),
-                          _number(record.get("C")), _by_C(record.get("validation_by_C")))
+                          _number(record.get("C")), _by_C(record.get("validation_by_C")), record.get("blocks", ""))
             except (KeyError, ValueError) as error:
                 raise UsageError(f"{path}: a measured row lacks a usable {error} column") from None
-            key = (name, row.model, row.protocol)
+            key = (name, row.model, row.blocks, row.protocol)
             if key in rows:
-                raise UsageError(f"{path}: model {row.model!r} appears twice under protocol {row.protocol}")
+                raise UsageError(f"{path}: {row.name!r} appears twice under protocol {row.protocol}")
             rows[key] = row
     return rows
 
@@ -168,8 +179,8 @@ def compare(committed: dict, fresh: dict, tolerances: dict[str, float]) -> tuple
         tolerance = tolerance_for(old.protocol, tolerances)
         new = fresh.get(key)
         if new is None:
-            lines.append([old.model, old.protocol, f"{old.score:.2f}", "missing", "", f"{tolerance:g}", "FAIL"])
-            failures.append(f"FAIL {old.model} [{old.protocol}]: committed {old.score:.2f}, fresh: missing "
+            lines.append([old.name, old.protocol, f"{old.score:.2f}", "missing", "", f"{tolerance:g}", "FAIL"])
+            failures.append(f"FAIL {old.name} [{old.protocol}]: committed {old.score:.2f}, fresh: missing "
                             f"(tolerance {tolerance:g})")
             continue
         moved = new.score - old.score
@@ -178,21 +189,21 @@ def compare(committed: dict, fresh: dict, tolerances: dict[str, float]) -> tuple
             tolerance = max(tolerance, NEAR_TIE_TOLERANCE)
         ok = abs(moved) <= tolerance
         status = ("ok" if ok else "FAIL") + (f", C near tie ({old.C:g} -> {new.C:g})" if tie else "")
-        lines.append([old.model, old.protocol, f"{old.score:.2f}", f"{new.score:.2f}", f"{moved:+.2f}",
+        lines.append([old.name, old.protocol, f"{old.score:.2f}", f"{new.score:.2f}", f"{moved:+.2f}",
                       f"{tolerance:g}", status])
         if not ok:
-            failures.append(f"FAIL {old.model} [{old.protocol}]: committed {old.score:.2f}, fresh {new.score:.2f} "
+            failures.append(f"FAIL {old.name} [{old.protocol}]: committed {old.score:.2f}, fresh {new.score:.2f} "
                             f"(moved {moved:+.2f}, tolerance {tolerance:g})")
     for key, new in fresh.items():
         if key not in committed:
-            lines.append([new.model, new.protocol, "", f"{new.score:.2f}", "", "", "new"])
+            lines.append([new.name, new.protocol, "", f"{new.score:.2f}", "", "", "new"])
     for which, rows in (("committed", committed), ("fresh", fresh)):
         scales = sorted({row.scale for row in rows.values()} - {"ci"})
         if scales:
             failures.append(f"FAIL the {which} tables hold {', '.join(scales)}-scale rows: compare CI-scale "
                             f"tables only")
     subsets = {(row.table, row.subset) for rows in (committed, fresh) for row in rows.values()}
-    for table in TABLES:
+    for table in (*TABLES, *OPTIONAL_TABLES):
         seen = sorted({subset for name, subset in subsets if name == table})
         if len(seen) > 1:
             failures.append(f"FAIL {table}: the tables were made on different CI subsets (rows sha256 "
@@ -229,7 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         tolerances = parse_tolerances(args.tolerance)
-        committed, fresh = read_measured(args.committed), read_measured(args.fresh)
+        committed = read_measured(args.committed)
+        # A per-block table committed must be fresh too (a missing one fails its rows); one only fresh is new.
+        fresh = read_measured(args.fresh, optional=tuple(name for name in OPTIONAL_TABLES
+                                                         if not (args.committed / name).exists()))
         if not committed:
             raise UsageError(f"{args.committed} holds no measured rows to check against")
         lines, failures = compare(committed, fresh, tolerances)

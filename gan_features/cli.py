@@ -220,6 +220,10 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="reuse rows an earlier run measured on the same feature stores, protocol and settings, "
                         "and the saved C-path fits of a row it was measuring (all kept in the cache directory), "
                         "so a stopped full-scale run continues where it was")
+    p.add_argument("--layers", action="store_true",
+                   help="instead of Tables 1 and 2, the per-block table layers_cifar10.md/.csv/.png: each "
+                        "discriminator's conv blocks alone and blocks 1..k, under cifar10-400 and the k-NN (with "
+                        "--resume, the all-blocks rows a Table 1 run kept in the same cache are reused)")
     p.add_argument("--saved-only", action="store_true",
                    help="measure nothing: write the tables from the rows measured so far (as --resume finds "
                         "them), the others marked 'not measured yet' with how far they got; safe to run beside "

@@ -196,6 +196,17 @@ def write_texts(texts: dict[Path, str]) -> None:
                 os.fsync(handle.fileno())
 
 
+def figure_classes() -> tuple[type, type]:
+    """matplotlib's (Figure, FigureCanvasAgg), or a one-line error: matplotlib is optional (the 'plots'
+    extra), and its object API with the Agg canvas needs no display and keeps no pyplot state."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise GanFeaturesError("plotting needs matplotlib: pip install 'gan-features[plots]'") from None
+    return Figure, FigureCanvasAgg
+
+
 def write_json(path: Path, value: Any, indent: int = 1) -> Path:
     """``value`` as a JSON file (keys sorted; numpy scalars as the numbers they hold), written whole."""
     write_texts({path: json.dumps(value, indent=indent, sort_keys=True, default=_plain) + "\n"})

@@ -401,6 +401,8 @@ class FeatureStore:
     checking them here would read the whole matrix. Every refusal is a one-line GanFeaturesError.
     """
 
+    column_range: tuple[int, int] | None = None  # (start, stop) of a column view's columns in its store
+
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         if not self.path.exists():
@@ -462,14 +464,47 @@ class FeatureStore:
             check_finite_rows(self.path, block, range(start, start + len(block)))
             yield start, block
 
+    def columns(self, columns: slice, **attrs: Any) -> "FeatureStore":
+        """A view of some consecutive columns (one conv block's features, or blocks 1..k), read as a
+        store of its own by everything that reads stores (protocols, k-NN, Gram matrices), with no
+        copy on disk. ``attrs`` replace the view's attributes (its ``dimension`` is set here): a view
+        must say what it holds (its feature spec), or pairs and caches would take it for the whole
+        store. It shares this store's open file: close the store, not the view."""
+        start, stop, step = columns.indices(self.dimension)
+        if step != 1 or not 0 <= start < stop:
+            raise ValueError(f"columns must be a non-empty range with step 1 within 0..{self.dimension}, got {columns}")
+        view = object.__new__(type(self))
+        view.path, view._file, view.labels = self.path, None, self.labels
+        view.features = _ColumnRange(self.features, slice(start, stop))
+        view.attrs = {**self.attrs, **attrs, "dimension": stop - start}
+        view.column_range = (start, stop)
+        return view
+
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:  # a column view's file is its store's
+            self._file.close()
 
     def __enter__(self) -> "FeatureStore":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class _ColumnRange:
+    """Consecutive columns of a features dataset, read through the dataset's own calls (a column
+    view's ``features``): HDF5 reads the whole chunks and copies out the columns."""
+
+    def __init__(self, dataset: h5py.Dataset, columns: slice):
+        self.dataset, self.columns = dataset, columns
+        self.shape = (dataset.shape[0], columns.stop - columns.start)
+        self.dtype, self.chunks, self.file = dataset.dtype, dataset.chunks, dataset.file
+
+    def __getitem__(self, rows):
+        return self.dataset[rows, self.columns]
+
+    def read_direct(self, out: np.ndarray, source_sel=None, dest_sel=None) -> None:
+        self.dataset.read_direct(out, (np.s_[:] if source_sel is None else source_sel, self.columns), dest_sel)
 
 
 def load_store(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import GanFeaturesError
-from .output import writing
+from .output import figure_classes, writing
 
 CURVES = {"loss_d": "D loss", "loss_g": "G loss (non-saturating)"}
 PROBABILITIES = {"d_real": "D(real)", "d_fake": "D(G(z))"}
@@ -52,22 +52,13 @@ def read_training_log(path: str | os.PathLike, upto_step: int | None = None) -> 
     return table.reset_index(drop=True)
 
 
-def _figure_class():
-    try:  # matplotlib is optional (the 'plots' extra); the object API with Agg needs no display or pyplot state
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError:
-        raise GanFeaturesError("plotting needs matplotlib: pip install 'gan-features[plots]'") from None
-    return Figure, FigureCanvasAgg
-
-
 def plot_training_curves(log: pd.DataFrame, path: str | os.PathLike, mark_step: int | None = None,
                          title: str | None = None) -> Path:
     """D and G losses (top) and D's mean output on real and generated batches (bottom) against the step.
 
     ``mark_step``: a dashed line at the exported checkpoint. Written to ``<path>.partial``, then renamed.
     """
-    Figure, FigureCanvasAgg = _figure_class()
+    Figure, FigureCanvasAgg = figure_classes()
     missing = [key for key in (*CURVES, *PROBABILITIES) if key not in log.columns]
     if missing:
         raise GanFeaturesError(f"the training log has no {', '.join(missing)} column: it was not written by "

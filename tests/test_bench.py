@@ -570,6 +570,7 @@ def cli_config(monkeypatch, argv: list[str]) -> BenchConfig:
      "random_baseline": False, "pixel_baseline": False, "knn": False, "resume": True},
     {"kmeans_centroids": 400, "Cs": (0.01,), "pixel_baseline": False},
     {"saved_only": True},
+    {"layers": True, "resume": True},
 ])
 def test_cli_parses_command_line_back_into_the_same_config(tmp_path, monkeypatch, changes):
     config = BenchConfig(**{"cache_dir": str(tmp_path / "cache"), **changes})
@@ -793,3 +794,48 @@ def test_a_bad_layer_selection_is_one_line(tmp_path):
     assert "do not exist" in error_of(run_bench, tiny_config(tmp_path, checkpoints=[f"x={tmp_path / 'd.pt'}@layers=0,5"]))
     assert not (tmp_path / "results").exists()
     assert checkpoint_layers("runs/a@b/d.pt") == ("runs/a@b/d.pt", None)
+
+
+def test_layers_table_probes_each_block_alone_and_cumulatively(bench_run, monkeypatch):
+    """``bench --layers``: every discriminator's blocks alone and 1..k under cifar10-400 and the k-NN, on
+    column views of Table 1's stores; the all-blocks rows are Table 1's own (reused with --resume)."""
+    tmp, config, paths, _ = bench_run
+    layers_config = BenchConfig(**{**vars(config), "results_dir": str(tmp / "layers"), "layers": True,
+                                   "resume": True})
+
+    def no_matplotlib():
+        raise GanFeaturesError("plotting needs matplotlib: pip install 'gan-features[plots]'")
+
+    with monkeypatch.context() as patch:  # refused before any work, nothing written
+        patch.setattr("gan_features.bench.run.figure_classes", no_matplotlib)
+        with pytest.raises(GanFeaturesError, match="matplotlib"):
+            run_bench(layers_config)
+    assert not (tmp / "layers").exists()
+
+    for target in FEATURE_MAKERS:  # the stores of Table 1's run are read, never made again
+        monkeypatch.setattr(target, lambda *a, **k: (_ for _ in ()).throw(AssertionError("features made again")))
+    written = run_bench(layers_config)
+    assert sorted(written) == ["layers_cifar10.csv", "layers_cifar10.md", "layers_cifar10.png"]
+    assert written["layers_cifar10.png"].read_bytes()[:4] == b"\x89PNG"
+    rows = pd.read_csv(written["layers_cifar10.csv"])
+    table1 = pd.read_csv(paths["table1_cifar10.csv"])
+    random_label = "random radford-svhn32 discriminator (seed 0)"
+    assert list(dict.fromkeys(rows["model"])) == [TRAINED, random_label]
+    sets = ["block 1", "block 2", "block 3", "blocks 1-2", "blocks 1-3"]
+    for model in (TRAINED, random_label):
+        mine = rows[rows["model"] == model]
+        assert list(dict.fromkeys(mine["blocks"])) == sets
+        assert all(sorted(mine[mine["blocks"] == s]["protocol"]) == ["cifar10-400", "knn-k20", "knn-k200"]
+                   for s in sets)
+        dims = mine.drop_duplicates("blocks")["feature_dimension"].tolist()
+        assert dims == [1024, 2048, 4096, 3072, 7168]
+        every = mine[mine["blocks"] == "blocks 1-3"].set_index("protocol")
+        theirs = table1[table1["model"] == model].set_index("protocol")
+        for protocol in ("cifar10-400", "knn-k20", "knn-k200"):
+            assert every.loc[protocol, "test_mean"] == theirs.loc[protocol, "test_mean"]
+        assert every.loc["cifar10-400", "svm_cached"].startswith("reused")
+        assert (mine[mine["blocks"] != "blocks 1-3"]["svm_cached"].dropna() == "no").all()
+    assert (rows["source"] == "measured").all() and (rows["table"] == "layers").all()
+    text = written["layers_cifar10.md"].read_text()
+    assert f"## {TRAINED}" in text and "| blocks 1-2 " in text and "--layers" in text
+    assert not (tmp / "layers" / "table1_cifar10.md").exists()

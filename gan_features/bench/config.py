@@ -49,6 +49,8 @@ TOY_PROTOCOL_OVERRIDES: dict[str, dict[str, Any]] = {
 TABLE1_PROTOCOLS = ("cifar10", "cifar10-400")
 TABLE2_PROTOCOL = "svhn-1000"
 TABLE1, TABLE2 = "table1_cifar10", "table2_svhn"
+LAYERS_TABLE = "layers_cifar10"  # the per-block table (``layers``): its .md, .csv and .png
+LAYERS_PROTOCOL = "cifar10-400"  # its SVM protocol: the cheap one of Table 1's two
 KNN_PRECISION = "fp32"  # how the k-NN holds the training matrix (gan_features.knn); k and T: knn.KS, knn.TEMPERATURE
 NOT_MEASURED = "not measured yet"  # the source of a row a saved_only run has no measurement for
 SVHN_FILES = ("train_32x32.mat", "test_32x32.mat")
@@ -82,6 +84,7 @@ class BenchConfig:
     svm_params: dict[str, Any] = field(default_factory=dict)  # LinearL2SVM arguments (backend, device...)
     resume: bool = False  # reuse rows an earlier run measured on the same stores and settings
     saved_only: bool = False  # measure nothing: tables from the rows kept so far, the rest "not measured yet"
+    layers: bool = False  # instead of Tables 1 and 2: each discriminator's blocks alone and 1..k (LAYERS_TABLE)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -191,7 +194,7 @@ def command_line(config: BenchConfig, **changes: Any) -> str:
         args += ["--C", ",".join(str(float(C)) for C in config.Cs)]  # shortest text that reads back exactly
     args += [flag for flag, on in (("--no-random", config.random_baseline), ("--no-pixels", config.pixel_baseline),
                                    ("--no-knn", config.knn), ("--resume", not config.resume),
-                                   ("--saved-only", not config.saved_only)) if not on]
+                                   ("--saved-only", not config.saved_only), ("--layers", not config.layers)) if not on]
     return " ".join(shlex.quote(arg) for arg in args)
 
 

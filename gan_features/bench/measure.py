@@ -103,6 +103,8 @@ def _row_key(table: str, features: Features, context: dict[str, Any], **settings
     """The measured row's identity: every input that shapes its numbers (``settings``: the evaluation's)."""
     inputs = {"table": table, "label": features.label, "kind": features.kind, **settings, "context": context,
               "train": _store_fingerprint(features.train_store), "test": _store_fingerprint(features.test_store)}
+    if features.blocks is not None:  # some blocks' columns only (the whole stores keep their key)
+        inputs["layers"] = list(features.blocks.layers)
     return hashlib.sha256(json.dumps(canonical(inputs), sort_keys=True).encode()).hexdigest()[:32]
 
 
@@ -134,8 +136,9 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
                 shutil.rmtree(fits, ignore_errors=True)
             reused = count_saved_fits(fits)
             say(config.progress, f"{features.label}: {name}" + (f" (reusing {reused} saved fits)" if reused else ""))
-            result = protocol.run(features.train_store, features.test_store, svm_params=config.svm_params or None,
-                                  progress=config.progress, checkpoint_dir=fits).to_row()
+            with features.opened() as (train, test):
+                result = protocol.run(train, test, svm_params=config.svm_params or None, progress=config.progress,
+                                      checkpoint_dir=fits).to_row()
             saved.parent.mkdir(exist_ok=True)
             write_json(saved, result)
             shutil.rmtree(fits, ignore_errors=True)
@@ -168,8 +171,9 @@ def _measure_knn(table: str, features: Features, config: BenchConfig, context: d
         cached = f"reused: measured {created}"
     else:
         say(config.progress, f"{features.label}: k-NN (k = {', '.join(map(str, conf.KNN_KS))})")
-        result = knn_probe(features.train_store, features.test_store, ks=conf.KNN_KS, temperature=KNN_TEMPERATURE,
-                           device=device, precision=KNN_PRECISION, progress=config.progress)
+        with features.opened() as (train, test):
+            result = knn_probe(train, test, ks=conf.KNN_KS, temperature=KNN_TEMPERATURE, device=device,
+                               precision=KNN_PRECISION, progress=config.progress)
         kept = {"rows": result.to_rows()}
         saved.parent.mkdir(exist_ok=True)
         write_json(saved, kept)

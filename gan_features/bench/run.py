@@ -13,11 +13,12 @@ from ..data import resolve_root
 from ..data.cifar import locate as locate_cifar10
 from ..device import pick_device
 from ..errors import GanFeaturesError
-from ..output import write_texts
+from ..output import figure_classes, write_texts
 from ..provenance import provenance
 from ..representations import FeatureSpec
 from . import config as conf
 from .config import TABLE2_PROTOCOL, BenchConfig, checkpoint_layers, make_protocol, svhn_status
+from .layers import layer_rows, write_layers_table
 from .measure import measure_or_pending
 from .splits import load_splits
 from .stores import (
@@ -49,18 +50,44 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
         raise GanFeaturesError(f"cannot create the feature cache {cache_dir}: {error.strerror}") from None
     cache = FeatureCache(cache_dir, config.scale, config.precision, config.progress, read_only=config.saved_only)
     device = pick_device(config.device)
+    if config.layers:
+        figure = figure_classes()  # before any work: the table's plot needs matplotlib
+        train, test, context = load_splits("cifar10", cifar_root, config.scale)
+        rows = layer_rows(config, _discriminators(config, cache), train, test, context, cache, device)
+        seconds, record = time.perf_counter() - started, provenance()
+        _record_settings(config, rows)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        return write_layers_table(results_dir, config, rows, context, record, seconds, figure)
     rows1, context1 = _table1_rows(config, cifar_root, cache, device)
     rows2, context2 = _table2_rows(config, cache, device)
 
     seconds, record = time.perf_counter() - started, provenance()
-    settings = json.dumps(config.to_dict(), sort_keys=True)  # API-only settings too, which the command lacks
-    for row in (*rows1, *rows2):
-        if row["source"] == "measured":
-            row["bench_config"] = settings
+    _record_settings(config, [*rows1, *rows2])
     texts = table_texts(results_dir, config, rows1, context1, rows2, context2, record, seconds)
     results_dir.mkdir(parents=True, exist_ok=True)
     write_texts(texts)
     return {path.name: path for path in texts}
+
+
+def _record_settings(config: BenchConfig, rows: list[dict[str, Any]]) -> None:
+    settings = json.dumps(config.to_dict(), sort_keys=True)  # API-only settings too, which the command lacks
+    for row in rows:
+        if row["source"] == "measured":
+            row["bench_config"] = settings
+
+
+def _discriminators(config: BenchConfig, cache: FeatureCache) -> list[tuple[str, str, str]]:
+    """(label, kind, checkpoint argument) of every discriminator row: the trained ones given, then a
+    random one of each of their architectures, in order of appearance (made in the cache once)."""
+    rows = [(label, kind, path) for kind, pairs in (
+        ("trained discriminator", config.checkpoints),
+        ("trained on CIFAR-10 training images (labels unused)", config.cifar_checkpoints)) for label, path in pairs]
+    if config.random_baseline:
+        for arch in dict.fromkeys(load_checkpoint(checkpoint_layers(path)[0]).architecture.name
+                                  for _, _, path in rows):
+            path = random_checkpoint_path(arch, config.seed, cache.directory, make=not cache.read_only)
+            rows.append((f"random {arch} discriminator (seed {config.seed})", "random init", str(path)))
+    return rows
 
 
 def _table1_rows(config: BenchConfig, cifar_root: str, cache: FeatureCache, device
@@ -79,15 +106,8 @@ def _table1_rows(config: BenchConfig, cifar_root: str, cache: FeatureCache, devi
     def discriminator(label: str, kind: str, path: str | os.PathLike) -> Callable[[], Features]:
         return lambda: discriminator_features(label, kind, path, train, test, cache, device, config.batch_size)
 
-    for kind, pairs in (("trained discriminator", config.checkpoints),
-                        ("trained on CIFAR-10 training images (labels unused)", config.cifar_checkpoints)):
-        for label, path in pairs:
-            measure(discriminator(label, kind, path))
-    if config.random_baseline:  # one per architecture among the trained ones, in order of appearance
-        for arch in dict.fromkeys(load_checkpoint(checkpoint_layers(path)[0]).architecture.name
-                                  for _, path in (*config.checkpoints, *config.cifar_checkpoints)):
-            path = random_checkpoint_path(arch, config.seed, cache.directory, make=not cache.read_only)
-            measure(discriminator(f"random {arch} discriminator (seed {config.seed})", "random init", path))
+    for label, kind, path in _discriminators(config, cache):
+        measure(discriminator(label, kind, path))
     if config.pixel_baseline:
         measure(lambda: pixel_features(train, test, cache))
     if config.kmeans_centroids:

@@ -7,11 +7,14 @@ it (``<store>.json``), so a reused store still reports them.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from typing import Any
 from ..checkpoints import load_checkpoint
 from ..data import ArrayImageDataset
 from ..errors import GanFeaturesError
+from ..layers import BlockSet, block_view
 from ..output import write_json
 from ..radford import SOURCE as RADFORD_SOURCE
 from ..representations import (
@@ -37,7 +41,9 @@ from .config import checkpoint_layers
 
 @dataclass(frozen=True)
 class Features:
-    """One representation's train and test stores, and how they were made (CSV columns)."""
+    """One representation's train and test stores, and how they were made (CSV columns).
+
+    ``blocks``: only these conv blocks' columns of the stores are measured (:meth:`for_blocks`)."""
 
     label: str
     kind: str
@@ -46,6 +52,25 @@ class Features:
     dimension: int
     feature_units: int | None  # as the paper counts them: the most maps (or centroids) of one layer
     info: dict[str, Any]
+    blocks: BlockSet | None = None
+
+    def for_blocks(self, blocks: BlockSet, every_block: bool) -> "Features":
+        """These features restricted to ``blocks``; ``every_block``: they are all the stores hold, so
+        the stores are measured whole (the same measurement, and cached row, as the whole table's)."""
+        if every_block:
+            return self
+        info = {**self.info, "layers": ",".join(map(str, blocks.layers))}
+        return dataclasses.replace(self, dimension=blocks.dimension, feature_units=blocks.units, info=info,
+                                   blocks=blocks)
+
+    @contextmanager
+    def opened(self) -> Iterator[tuple[FeatureStore, FeatureStore]]:
+        """The (train, test) stores, open; column views of :attr:`blocks` when set."""
+        with FeatureStore(self.train_store) as train, FeatureStore(self.test_store) as test:
+            if self.blocks is None:
+                yield train, test
+            else:
+                yield block_view(train, self.blocks), block_view(test, self.blocks)
 
 
 class NotMeasured(Exception):

@@ -50,8 +50,10 @@ def store_identity(store: FeatureStore) -> str:
 
 
 def cache_directory(store: FeatureStore) -> Path:
-    """Where the Gram matrices of ``store``'s rows are cached: a folder beside the store."""
-    return store.path.with_name(store.path.name + ".gram")
+    """Where the Gram matrices of ``store``'s rows are cached: a folder beside the store, one per
+    column view (a save removes the matrices of other identities, so views must not share one)."""
+    columns = "" if store.column_range is None else "-columns{}-{}".format(*store.column_range)
+    return store.path.with_name(store.path.name + ".gram" + columns)
 
 
 class StoreGram:
