@@ -839,3 +839,16 @@ def test_layers_table_probes_each_block_alone_and_cumulatively(bench_run, monkey
     text = written["layers_cifar10.md"].read_text()
     assert f"## {TRAINED}" in text and "| blocks 1-2 " in text and "--layers" in text
     assert not (tmp / "layers" / "table1_cifar10.md").exists()
+
+
+def test_layers_table_saved_only_marks_what_is_not_measured(bench_run, tmp_path):
+    """``--layers --saved-only`` on a cache without the discriminators' stores measures nothing and says so."""
+    _, config, _, _ = bench_run
+    written = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp_path / "partial"), "layers": True,
+                                       "saved_only": True, "cache_dir": str(tmp_path / "empty-cache")}))
+    rows = pd.read_csv(written["layers_cifar10.csv"])
+    assert set(rows["source"]) == {"not measured yet"} and set(rows["progress"]) == {"no features yet"}
+    assert sorted(set(rows["protocol"])) == ["cifar10-400", "knn-k20", "knn-k200"]
+    text = written["layers_cifar10.md"].read_text()
+    assert "**Partial: 0 of 6 measurements are done" in text and "--layers" in text
+    assert not (tmp_path / "empty-cache" / "rows").exists()

@@ -51,18 +51,25 @@ others marked "not measured yet" with how far they got (saved fits, or no featur
 above the table how many rows are done. That is how a full-scale run in progress is looked at, or
 committed part-way, without stopping it.
 
+With ``layers`` a run writes the per-block table instead (:mod:`.layers`: ``layers_cifar10.md/.csv/.png``):
+for each discriminator row, ``cifar10-400`` and the k-NN on each conv block alone and on blocks 1..k,
+read as column views of the same stores; its all-blocks rows are Table 1's (the same cache key).
+
 Modules: :mod:`.config` (what a run measures), :mod:`.splits` (full scale or the CI subset),
 :mod:`.stores` (each representation's stores in the cache), :mod:`.measure` (the SVM and k-NN rows,
-kept for ``resume``), :mod:`.tables` (rendering), :mod:`.run` (:func:`run_bench`).
+kept for ``resume``), :mod:`.tables` (rendering), :mod:`.layers` (the per-block table), :mod:`.run`
+(:func:`run_bench`).
 """
 from ..subsets import rows_sha256
-from . import config, measure, run, splits, stores, tables
+from . import config, layers, measure, run, splits, stores, tables
 from .config import (
     CACHE_ENV,
     CI_PROTOCOL_OVERRIDES,
     CI_SIZES,
     CI_SUBSET_SEED,
     DEFAULT_KMEANS_CENTROIDS,
+    LAYERS_PROTOCOL,
+    LAYERS_TABLE,
     NOT_MEASURED,
     SCALES,
     TABLE1,
@@ -91,6 +98,8 @@ __all__ = [
     "CI_SIZES",
     "CI_SUBSET_SEED",
     "DEFAULT_KMEANS_CENTROIDS",
+    "LAYERS_PROTOCOL",
+    "LAYERS_TABLE",
     "NOT_MEASURED",
     "SCALES",
     "TABLE1",
@@ -106,6 +115,7 @@ __all__ = [
     "command_line",
     "config",
     "knn_protocols",
+    "layers",
     "long_table",
     "make_protocol",
     "measure",

@@ -147,7 +147,8 @@ def plot_layers(rows: list[dict[str, Any]], path: Path, title: str, figure_class
         axes.set_ylabel("test accuracy (%)")
         axes.set_title(panel_title, fontsize="medium")
         axes.grid(alpha=0.3)
-    axes_list[0].legend(loc="best", fontsize="x-small")
+    if axes_list[0].get_legend_handles_labels()[0]:  # nothing measured yet (a --saved-only table): no legend
+        axes_list[0].legend(loc="best", fontsize="x-small")
     figure.suptitle(title, fontsize="medium")
     figure.savefig(path, format="png")
 
