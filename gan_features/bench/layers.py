@@ -119,18 +119,21 @@ def layers_note(config: BenchConfig, rows: list[dict[str, Any]], context: dict[s
 
 def plot_layers(rows: list[dict[str, Any]], path: Path, title: str, figure_classes: tuple[type, type]) -> None:
     """Accuracy against the block, one colour per discriminator: solid, blocks 1..k; dashed, the block alone.
-    Left the SVM (mean ± std over the test draws), right the k-NN's smallest k."""
+    Left the SVM (mean ± std over the test draws), right the k-NN's smallest k; the legend below both."""
+    from matplotlib.lines import Line2D  # figure_classes has checked that matplotlib is there
+
     Figure, FigureCanvasAgg = figure_classes
-    knn = knn_protocols()[0] if knn_protocols() else None
+    knn = knn_protocols()[0]
     panels = [(LAYERS_PROTOCOL, "linear L2-SVM, 400 labels per class")]
     if any(row["protocol"] == knn for row in rows):
         panels.append((knn, f"k-NN, k={conf.KNN_KS[0]}"))
-    figure = Figure(figsize=(6 * len(panels), 4.5), dpi=100, layout="constrained")
+    models = _ordered(rows)
+    figure = Figure(figsize=(6 * len(panels), 4.2 + 0.25 * len(models)), dpi=100, layout="constrained")
     FigureCanvasAgg(figure)
     axes_list = figure.subplots(1, len(panels), squeeze=False)[0]
     colours = [f"C{i}" for i in range(10)]
     for axes, (protocol, panel_title) in zip(axes_list, panels):
-        for index, (model, sets) in enumerate(_ordered(rows).items()):
+        for index, sets in enumerate(models.values()):
             for series, style in (("cumulative", "-"), ("alone", "--")):
                 points = []
                 for cells in sets:
@@ -141,14 +144,16 @@ def plot_layers(rows: list[dict[str, Any]], path: Path, title: str, figure_class
                 if points:
                     x, y, spread = zip(*sorted(points))
                     axes.errorbar(x, y, yerr=spread if protocol == LAYERS_PROTOCOL else None, fmt=style + "o",
-                                  color=colours[index % len(colours)], markersize=4, linewidth=1.2, capsize=2,
-                                  label=f"{model}: {'blocks 1..k' if series == 'cumulative' else 'block k alone'}")
+                                  color=colours[index % len(colours)], markersize=4, linewidth=1.2, capsize=2)
         axes.set_xlabel("conv block k (from the input)")
         axes.set_ylabel("test accuracy (%)")
         axes.set_title(panel_title, fontsize="medium")
         axes.grid(alpha=0.3)
-    if axes_list[0].get_legend_handles_labels()[0]:  # nothing measured yet (a --saved-only table): no legend
-        axes_list[0].legend(loc="best", fontsize="x-small")
+    handles = [Line2D([], [], color=colours[index % len(colours)], marker="o", markersize=4, label=model)
+               for index, model in enumerate(models)]
+    handles += [Line2D([], [], color="black", linestyle="-", label="solid: blocks 1..k"),
+                Line2D([], [], color="black", linestyle="--", label="dashed: block k alone")]
+    figure.legend(handles=handles, loc="outside lower center", ncols=1, fontsize="small", frameon=False)
     figure.suptitle(title, fontsize="medium")
     figure.savefig(path, format="png")
 
