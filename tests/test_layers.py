@@ -126,3 +126,15 @@ def test_views_cache_their_gram_matrices_apart_from_the_whole_store(pair):
         assert StoreGram.cached(store, rows).cached_at == whole.cached_at  # still there
         np.testing.assert_allclose(StoreGram.cached(view, rows).K.numpy(), part.K.numpy())
         assert not np.allclose(part.K.numpy(), whole.K.numpy())
+
+
+def test_an_svm_streamed_from_a_view_is_the_one_fitted_on_its_columns(pair):
+    """``fit_store`` streams a view's rows from disk block by block (its own HDF5 reads) to the same model."""
+    from gan_features.svm import LinearL2SVM
+
+    paths, (x, y), _ = pair
+    with FeatureStore(paths["train"]) as store:
+        view = block_view(store, block_sets(store)[0])
+        streamed = LinearL2SVM(C=1e-2, tol=1e-6).fit_store(view, block_bytes=1 << 20)
+    in_memory = LinearL2SVM(C=1e-2, tol=1e-6, solver="primal").fit(x[:, :1024], y)
+    np.testing.assert_allclose(streamed.coef_, in_memory.coef_, rtol=1e-4, atol=1e-6)
