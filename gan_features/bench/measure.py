@@ -126,7 +126,7 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
                                     features))
             continue
         if result is not None:
-            say(config.progress, f"{features.label}: {name}: reusing the row measured {result.get('created')} "
+            say(config.progress, f"{features.title}: {name}: reusing the row measured {result.get('created')} "
                                   f"({saved.name})")
             # a reused row still says whether an earlier run made part of its C path
             cached = "; ".join(part for part in (f"reused: measured {result.get('created') or '(time unknown)'}",
@@ -135,7 +135,7 @@ def _measure(table: str, features: Features, protocols: Sequence[str], config: B
             if not config.resume:
                 shutil.rmtree(fits, ignore_errors=True)
             reused = count_saved_fits(fits)
-            say(config.progress, f"{features.label}: {name}" + (f" (reusing {reused} saved fits)" if reused else ""))
+            say(config.progress, f"{features.title}: {name}" + (f" (reusing {reused} saved fits)" if reused else ""))
             with features.opened() as (train, test):
                 result = protocol.run(train, test, svm_params=config.svm_params or None, progress=config.progress,
                                       checkpoint_dir=fits).to_row()
@@ -167,10 +167,10 @@ def _measure_knn(table: str, features: Features, config: BenchConfig, context: d
                 for name in knn_protocols()]
     if kept is not None:
         created = kept["rows"][0].get("created") or "(time unknown)"
-        say(config.progress, f"{features.label}: k-NN: reusing the rows measured {created} ({saved.name})")
+        say(config.progress, f"{features.title}: k-NN: reusing the rows measured {created} ({saved.name})")
         cached = f"reused: measured {created}"
     else:
-        say(config.progress, f"{features.label}: k-NN (k = {', '.join(map(str, conf.KNN_KS))})")
+        say(config.progress, f"{features.title}: k-NN (k = {', '.join(map(str, conf.KNN_KS))})")
         with features.opened() as (train, test):
             result = knn_probe(train, test, ks=conf.KNN_KS, temperature=KNN_TEMPERATURE, device=device,
                                precision=KNN_PRECISION, progress=config.progress)

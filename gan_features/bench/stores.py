@@ -54,6 +54,11 @@ class Features:
     info: dict[str, Any]
     blocks: BlockSet | None = None
 
+    @property
+    def title(self) -> str:
+        """The label, and the block set when only some blocks are measured (progress messages)."""
+        return self.label if self.blocks is None else f"{self.label} [{self.blocks.name}]"
+
     def for_blocks(self, blocks: BlockSet, every_block: bool) -> "Features":
         """These features restricted to ``blocks``; ``every_block``: they are all the stores hold, so
         the stores are measured whole (the same measurement, and cached row, as the whole table's)."""
