@@ -852,3 +852,30 @@ def test_layers_table_saved_only_marks_what_is_not_measured(bench_run, tmp_path)
     text = written["layers_cifar10.md"].read_text()
     assert "**Partial: 0 of 6 measurements are done" in text and "--layers" in text
     assert not (tmp_path / "empty-cache" / "rows").exists()
+
+
+def layers_table(directory: Path, scores: dict[str, float]) -> Path:
+    """A per-block CI table beside ``directory``'s tables: ``scores`` by block set, one model, cifar10-400."""
+    rows = [{"table": "layers", "model": "DCGAN trained", "kind": "test", "source": "measured",
+             "protocol": "cifar10-400", "metric": "accuracy", "test_mean": score, "scale": "ci",
+             "train_subset_sha256": "ab" * 32, "test_subset_sha256": "cd" * 32, "blocks": blocks}
+            for blocks, score in scores.items()]
+    long_table(rows).to_csv(directory / "layers_cifar10.csv", index=False)
+    return directory
+
+
+def test_ci_check_compares_each_block_set_of_a_committed_per_block_table(tmp_path, capsys):
+    check = load_checker()
+    blocks = {"block 1": 48.2, "block 2": 56.2, "blocks 1-2": 56.3}
+    committed = layers_table(ci_tables(tmp_path / "committed", SCORES), blocks)
+    fresh = layers_table(ci_tables(tmp_path / "fresh", SCORES), {**blocks, "block 2": 54.0})
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh)]) == 1
+    out = capsys.readouterr().out
+    assert [line for line in out.splitlines() if line.startswith("FAIL")] == [
+        "FAIL DCGAN trained [block 2] [cifar10-400]: committed 56.20, fresh 54.00 (moved -2.20, tolerance 1)"]
+    assert "check failed: 7 committed rows" in out
+    (fresh / "layers_cifar10.csv").unlink()  # committed but not made again: its rows are missing
+    assert check.main(["--committed", str(committed), "--fresh", str(fresh)]) == 2
+    assert "layers_cifar10.csv" in capsys.readouterr().err
+    plain = ci_tables(tmp_path / "plain", SCORES)  # no per-block table committed: a fresh one is only new
+    assert check.main(["--committed", str(plain), "--fresh", str(committed)]) == 0
