@@ -324,7 +324,7 @@ def test_resume_reuses_measured_rows_and_refits_what_changed(bench_run, monkeypa
     fits = []
     original, probe = Protocol.run, bench.measure.knn_probe
     monkeypatch.setattr(Protocol, "run", lambda self, *a, **k: fits.append(self.name) or original(self, *a, **k))
-    monkeypatch.setattr(bench.measure, "knn_probe", lambda train, *a, **k: fits.append(f"knn {Path(train).stem}")
+    monkeypatch.setattr(bench.measure, "knn_probe", lambda train, *a, **k: fits.append(f"knn {train.path.stem}")
                         or probe(train, *a, **k))
 
     resumed = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "resumed"), "resume": True}))
