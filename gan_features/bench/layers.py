@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..layers import block_sets, store_blocks
+from ..layers import block_sets
 from ..output import writing_together
 from ..report import render_markdown
 from ..store import FeatureStore
@@ -54,15 +54,14 @@ def layer_rows(config: BenchConfig, discriminators: list[tuple[str, str, str]], 
                      for name in names]
             continue
         with FeatureStore(features.train_store) as store:
-            sets, every = block_sets(store), tuple(index for index, _, _ in store_blocks(store))
+            sets = block_sets(store)
         for blocks in sets:
-            part = features.for_blocks(blocks, every_block=blocks.layers == every)
+            part = features.for_blocks(blocks)
             for row in measure_or_pending(TABLE_ROW, lambda: part, (LAYERS_PROTOCOL,), config, context, cache,
                                           knn_device=device if config.knn else None):
                 rows.append({**row, "table": "layers", "blocks": blocks.name,
                              "layers": ",".join(map(str, blocks.layers)), "alone": blocks.alone,
-                             "cumulative": blocks.cumulative, "feature_dimension": blocks.dimension,
-                             "max_feature_units": blocks.units})
+                             "cumulative": blocks.cumulative})
     return rows
 
 

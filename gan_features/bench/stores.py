@@ -59,10 +59,10 @@ class Features:
         """The label, and the block set when only some blocks are measured (progress messages)."""
         return self.label if self.blocks is None else f"{self.label} [{self.blocks.name}]"
 
-    def for_blocks(self, blocks: BlockSet, every_block: bool) -> "Features":
-        """These features restricted to ``blocks``; ``every_block``: they are all the stores hold, so
-        the stores are measured whole (the same measurement, and cached row, as the whole table's)."""
-        if every_block:
+    def for_blocks(self, blocks: BlockSet) -> "Features":
+        """These features restricted to ``blocks``; when the blocks fill every column, the stores are
+        measured whole (the same measurement, and cached row, as the whole table's)."""
+        if blocks.dimension == self.dimension:
             return self
         info = {**self.info, "layers": ",".join(map(str, blocks.layers))}
         return dataclasses.replace(self, dimension=blocks.dimension, feature_units=blocks.units, info=info,
