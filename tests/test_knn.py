@@ -95,8 +95,50 @@ def test_zero_rows_have_similarity_zero(data):
     classes, codes = np.unique(labels[:40], return_inverse=True)
     assert predicted[4] == classes[np.bincount(codes).argmax()]
     neighbours = knn._Neighbours(labels[:40], train.shape[1], [(0, train)], torch.float32, torch.device("cpu"), "t")
-    similarity = neighbours.similarities(knn._normalised(test, torch.device("cpu"), "t"))
+    similarity = neighbours.similarities(torch.from_numpy(test))
     assert torch.isfinite(similarity).all() and (similarity[4] == 0).all() and (similarity[:, [3, 17]] == 0).all()
+
+
+def bfloat16_numbers(x):
+    return torch.from_numpy(x).bfloat16().float().numpy()
+
+
+def test_bfloat16_features_are_held_raw_and_give_the_same_neighbours(data):
+    """Features extracted in bf16 (every value a bfloat16 number): the training rows are held raw with
+    their norms and multiplied as bfloat16 GEMMs where the CPU has them; the cosines equal
+    those of normalised float32 rows, zero rows included, and so do the predictions. A block of
+    other values anywhere (training or test) falls back to normalised float32 products."""
+    from gan_features.svm.tensors import _fast_bfloat16
+
+    train, labels, test, _ = data
+    train, test = bfloat16_numbers(train) * 32, bfloat16_numbers(test) * 32  # large raw norms, still exact
+    train[[3, 17]], test[4] = 0.0, 0.0
+    cpu = torch.device("cpu")
+    raw = knn._Neighbours(labels, train.shape[1], [(0, train[:100]), (100, train[100:])], torch.float32, cpu, "t")
+    assert (raw.norms is not None) == _fast_bfloat16(cpu)
+
+    def cosines(queries):  # float64, zero rows at 0
+        def unit(x):
+            norms = np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True)
+            return x / np.where(norms > 0, norms, 1.0)
+        return torch.from_numpy(unit(queries) @ unit(train).T).float()
+
+    inexact = test + np.float32(1e-3)  # not bfloat16 numbers: a float32 GEMM against the raw rows
+    for queries in (test, inexact):
+        similarity = raw.similarities(torch.from_numpy(queries))
+        assert torch.allclose(similarity, cosines(queries), atol=2e-6), (similarity - cosines(queries)).abs().max()
+        assert (similarity[:, [3, 17]] == 0).all()
+    assert (raw.similarities(torch.from_numpy(test))[4] == 0).all()
+    # one block of other values after exact ones: the held rows are normalised, the answers the reference's
+    mixed = knn._Neighbours(labels, train.shape[1], [(0, train[:100]), (100, train[100:] + np.float32(1e-3))],
+                            torch.float32, cpu, "t")
+    assert mixed.norms is None
+    assert torch.allclose(torch.linalg.vector_norm(mixed.features[:100], dim=1)[[0, 1, 2, 50]], torch.ones(4))
+    ranked = np.arange(len(test)) != 4  # the zero test row ties with every training row: no order to compare
+    for features in (train, train + np.float32(1e-3)):
+        predicted = knn_predict(features, labels, test, ks=(1, 20))
+        for k in (1, 20):
+            assert np.array_equal(predicted[k][ranked], reference(features, labels, test, k)[ranked]), k
 
 
 def test_bf16_holds_half_the_memory_and_mostly_agrees(data, monkeypatch):
