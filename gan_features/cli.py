@@ -118,6 +118,9 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint-every", type=positive_whole, default=500, help="steps between checkpoints (and every epoch)")
     p.add_argument("--in-memory", action="store_true", help="decode a folder dataset into memory once first")
     p.add_argument("--resume", action="store_true", help="continue the run in --out-dir")
+    p.add_argument("--init-from", default=None, metavar="CKPT",
+                   help="start from this checkpoint's D and G weights (same --arch; optimiser state is not used, "
+                        "Adam starts afresh): trains a finished or exported run for longer in a new --out-dir")
 
 
 def _extract_arguments(p: argparse.ArgumentParser) -> None:

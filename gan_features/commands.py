@@ -33,7 +33,7 @@ def cmd_prepare(args) -> None:
 def cmd_train(args) -> None:
     from .data import load_dataset
     from .models import get_architecture
-    from .train import TrainConfig, train
+    from .train import TrainConfig, initial_weights, train
 
     out_dir = check_output_folder(args.out_dir, "--out-dir")
     if (out_dir / "latest.pt").exists() and not args.resume:  # before the data is read, not after
@@ -41,6 +41,8 @@ def cmd_train(args) -> None:
                                f"another --out-dir")
     arch = get_architecture(args.arch)
     arch.check_image_size(_image_size(args, arch))
+    if args.init_from and not (out_dir / "latest.pt").exists():
+        initial_weights(args.init_from, arch)  # a wrong file fails now, before the data is read
     dataset = load_dataset(args.dataset, args.split, args.data_root, _image_size(args, arch), args.download)
     if args.in_memory and hasattr(dataset, "materialize"):
         dataset = dataset.materialize(progress=not args.quiet)
@@ -48,7 +50,7 @@ def cmd_train(args) -> None:
                          out_dir=args.out_dir, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
                          lr=args.lr, beta1=args.beta1, seed=args.seed, device=args.device,
                          precision=args.precision, num_workers=args.num_workers,
-                         checkpoint_every=args.checkpoint_every, resume=args.resume)
+                         checkpoint_every=args.checkpoint_every, resume=args.resume, init_from=args.init_from)
     final = train(config, dataset, progress=not args.quiet)
     if os.environ.get("RANK", "0") == "0":  # under torchrun every rank returns here; one line is the answer
         print(final)

@@ -110,6 +110,8 @@ def training_command(config: dict[str, Any], world_size: int = 1, image_size: in
     args += ["--batch-size", str(c["batch_size"]), "--lr", repr(float(c["lr"])), "--beta1", repr(float(c["beta1"])),
              "--seed", str(c["seed"]), "--device", c["device"], "--precision", c["precision"],
              "--num-workers", str(c["num_workers"]), "--checkpoint-every", str(c["checkpoint_every"])]
+    if c.get("init_from"):
+        args += ["--init-from", str(c["init_from"])]
     command = " ".join(shlex.quote(str(arg)) for arg in args)
     if world_size > 1:
         command = command.replace("gan-features train", f"torchrun --nproc-per-node {world_size} -m "
@@ -184,6 +186,14 @@ def _architecture_section(checkpoint: Checkpoint) -> list[str]:
         _markdown_table(layers), ""]
 
 
+def _init_images(init: dict | None) -> str:
+    """What a run started from another's weights (``--init-from``) adds to its images seen."""
+    if not init:
+        return ""
+    return (f", after the {_number(init.get('images_seen'))} of the checkpoint it started from "
+            f"(`{init.get('checkpoint')}`, sha256 `{str(init.get('sha256'))[:12]}`; fresh optimisers)")
+
+
 def _training_section(checkpoint: Checkpoint, source_path: Path, log: pd.DataFrame) -> list[str]:
     record = checkpoint.provenance
     config = record.get("config") or {}
@@ -202,7 +212,7 @@ def _training_section(checkpoint: Checkpoint, source_path: Path, log: pd.DataFra
         f"| data source | {data.get('source', 'not recorded')} |",
         f"| epochs completed | {_number(record.get('epoch'))} |",
         f"| optimiser steps | {_number(record.get('step'))} |",
-        f"| images seen | {_number(record.get('images_seen'))} |",
+        f"| images seen | {_number(record.get('images_seen'))}{_init_images(record.get('init'))} |",
         f"| batch size | {_number(config.get('batch_size'))} x {record.get('world_size', 1)} rank(s) |",
         f"| optimiser | Adam lr {config.get('lr', '?')}, betas ({config.get('beta1', '?')}, {config.get('beta2', '?')}) |",
         f"| seed | {config.get('seed', 'not recorded')} |",

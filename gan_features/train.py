@@ -3,7 +3,9 @@
 Defaults are the paper's: Adam(lr 2e-4, betas (0.5, 0.999)), batch 128, N(0, 0.02) init,
 LeakyReLU 0.2 in D, ReLU in G, the non-saturating generator loss. Checkpoints carry everything
 needed to resume (optimisers, step, RNG state, config), are written atomically every epoch and
-every ``checkpoint_every`` steps, and resuming refuses a different architecture.
+every ``checkpoint_every`` steps, and resuming refuses a different architecture. ``init_from``
+starts a new run from another run's weights (an exported fp16 checkpoint has no optimiser state,
+so Adam starts afresh): how a finished reference is trained for longer.
 
 Multi-GPU: run under ``torchrun --nproc-per-node N -m gan_features.cli train ...``. Each rank
 draws its own slice of every epoch (DistributedSampler) and normalises with its own batch
@@ -58,6 +60,7 @@ class TrainConfig:
     log_every: int = 10
     samples_every_epoch: bool = True
     resume: bool = False
+    init_from: str | None = None  # a checkpoint whose D and G weights start the run (fresh optimisers)
 
 
 class _AdversarialPair(nn.Module):
@@ -92,6 +95,19 @@ def _rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def initial_weights(path: str | os.PathLike, arch: Architecture, map_location: str | torch.device = "cpu"):
+    """The checkpoint at ``path`` if it can start a run of ``arch`` (same architecture, both networks),
+    else a one-line GanFeaturesError saying what to pass instead."""
+    checkpoint = load_checkpoint(path, map_location=map_location)
+    if checkpoint.architecture.name != arch.name:
+        raise GanFeaturesError(f"--init-from {path} holds a {checkpoint.architecture.name!r} pair, not {arch.name!r}: "
+                               f"pass --arch {checkpoint.architecture.name} or a checkpoint of {arch.name}")
+    if checkpoint.generator is None:
+        raise GanFeaturesError(f"--init-from {path} has no generator (a discriminator alone cannot continue "
+                               f"adversarial training): pass a checkpoint written by `gan-features train` or `export`")
+    return checkpoint
 
 
 def train(config: TrainConfig, dataset: Dataset, progress: bool = True) -> Path:
@@ -149,6 +165,15 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: Ranks, device: torch.devi
                                    f"many (torchrun --nproc-per-node {len(rng_by_rank)}), not {ddp.world}")
         torch.set_rng_state(rng_by_rank[ddp.rank]["torch"])
         resumed_seconds = float(checkpoint.provenance.get("wall_seconds", 0.0))
+        init = checkpoint.provenance.get("init")
+    elif config.init_from:
+        start = initial_weights(config.init_from, arch, map_location=device)
+        discriminator.load_state_dict(start.discriminator.state_dict())
+        generator.load_state_dict(start.generator.state_dict())
+        init = {"checkpoint": str(config.init_from), "sha256": start.sha256,
+                "images_seen": start.provenance.get("images_seen"), "step": start.provenance.get("step")}
+    else:
+        init = None
 
     pair = _AdversarialPair(discriminator)
     pair_ddp = DistributedDataParallel(pair) if ddp.enabled else pair
@@ -167,7 +192,7 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: Ranks, device: torch.devi
     log_path = out_dir / "log.jsonl"
     provenance = {"config": dataclasses.asdict(config), "dataset": getattr(dataset, "describe", dict)(),
                   "world_size": ddp.world, "device": str(device), "torch_version": torch.__version__,
-                  "command": command_line()}
+                  "command": command_line(), **({"init": init} if init else {})}
 
     def save(path: Path, final: bool = False) -> None:
         """Every rank calls it (it gathers each rank's RNG state and, under torchrun, weights' digest);

@@ -168,3 +168,57 @@ def test_the_log_has_a_record_at_every_epoch_end_whatever_log_every_says(tmp_pat
                       log_every=10, samples_every_epoch=False), data, progress=False)
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").open()]
     assert steps == [3, 6]  # 3 steps an epoch: one record at each epoch's end, none at step 10
+
+
+def test_a_run_started_from_an_exported_checkpoint_begins_at_its_weights_with_fresh_optimisers(exported, tmp_path):
+    """``init_from`` (``train --init-from``): the fp16 export, which has no optimiser state, starts a new
+    run. At lr 0 the weights stay the export's; one step at lr 1e-3 moves every parameter by at most lr,
+    most by lr itself (Adam's first step from zero moments is lr * g / |g|): the moments are fresh.
+    The run records where it started, keeps that record through --resume, and its command says so."""
+    from gan_features.train import TrainConfig, initial_weights, train
+    from gan_features.models import get_architecture
+    from gan_features.checkpoints import save_checkpoint
+    from tiny_runs import TINY_BATCH, tiny_dataset
+
+    _, paths = exported
+    start_path = paths["checkpoint-fp16.pt"]
+    start, data = load_checkpoint(start_path), tiny_dataset()
+
+    def run(folder, lr, steps, resume=False):
+        train(TrainConfig(arch="radford-svhn32", dataset="digits", out_dir=str(tmp_path / folder), steps=steps,
+                          batch_size=TINY_BATCH, seed=3, device="cpu", precision="fp32", lr=lr,
+                          init_from=str(start_path), resume=resume), data, progress=False)
+        return load_checkpoint(tmp_path / folder / "final.pt")
+
+    def parameters(checkpoint):
+        return torch.cat([p.detach().flatten() for net in (checkpoint.discriminator, checkpoint.generator)
+                          for p in net.parameters()])
+
+    assert torch.equal(parameters(run("still", 0.0, 1)), parameters(start))
+    moved = run("moved", 1e-3, 1)
+    change = (parameters(moved) - parameters(start)).abs()
+    assert change.max() <= 1e-3 * 1.001 and change.median() > 0.9e-3
+    assert moved.provenance["init"] == {"checkpoint": str(start_path), "sha256": file_sha256(start_path),
+                                        "images_seen": start.provenance["images_seen"],
+                                        "step": start.provenance["step"]}
+    assert "--init-from " + shlex.quote(str(start_path)) in training_command(moved.provenance["config"])
+    continued = run("moved", 1e-3, 2, resume=True)
+    assert continued.provenance["step"] == 2 and continued.provenance["init"] == moved.provenance["init"]
+    card = (export_model(tmp_path / "card", tmp_path / "moved" / "final.pt")["MODEL_CARD.md"]).read_text()
+    seen = f"| images seen | {2 * TINY_BATCH:,}, after the {start.provenance['images_seen']:,} of the checkpoint"
+    assert seen in card and "--init-from" in card
+
+    with pytest.raises(GanFeaturesError, match="pass --arch radford-svhn32"):
+        initial_weights(start_path, get_architecture("radford-imagenet32"))
+    d_only = save_checkpoint(tmp_path / "d.pt", start.architecture, start.discriminator, None, {"source": "test"})
+    with pytest.raises(GanFeaturesError, match="has no generator"):
+        initial_weights(d_only, start.architecture)
+
+
+def test_train_with_a_wrong_init_checkpoint_fails_before_reading_data(exported, tmp_path, capsys):
+    _, paths = exported
+    code = main(["train", "--arch", "radford-imagenet32", "--dataset", "digits", "--out-dir", str(tmp_path / "run"),
+                 "--steps", "1", "--init-from", str(paths["checkpoint-fp16.pt"]), "--quiet"])
+    error = capsys.readouterr().err.strip()
+    assert code != 0 and "\n" not in error and "pass --arch radford-svhn32" in error, error
+    assert not (tmp_path / "run" / "latest.pt").exists()

@@ -15,13 +15,17 @@ def digits_train():
     return load_dataset("digits", "train", image_size=32)
 
 
-def train_tiny_run(out_dir: Path) -> Path:
-    """Train and return the run folder (epoch0001.pt, epoch0002.pt, final.pt, log.jsonl every step)."""
+def tiny_dataset() -> ArrayImageDataset:
+    """The first TINY_IMAGES digits, in memory."""
     full = digits_train()
     rows = np.arange(TINY_IMAGES)
-    images = full.images[rows].numpy()
-    subset = ArrayImageDataset(images, full.labels[rows], full.classes, name="digits", split="train",
-                               source=f"first {TINY_IMAGES} rows of {full.source}", image_size=32)
+    return ArrayImageDataset(full.images[rows].numpy(), full.labels[rows], full.classes, name="digits", split="train",
+                             source=f"first {TINY_IMAGES} rows of {full.source}", image_size=32)
+
+
+def train_tiny_run(out_dir: Path) -> Path:
+    """Train and return the run folder (epoch0001.pt, epoch0002.pt, final.pt, log.jsonl every step)."""
+    subset = tiny_dataset()
     config = TrainConfig(arch="radford-svhn32", dataset="digits", out_dir=str(out_dir), epochs=2,
                          batch_size=TINY_BATCH, seed=3, device="cpu", precision="bf16", log_every=1)
     train(config, subset, progress=False)
