@@ -543,11 +543,11 @@ def test_c_grid_comes_from_the_scale_then_the_config_then_protocol_overrides(mon
     assert bench.make_protocol("cifar10", BenchConfig(cache_dir=str(tmp_path), Cs=(0.1,))).Cs == (0.1,)
     overridden = BenchConfig(cache_dir=str(tmp_path), Cs=(0.1,), protocol_overrides={"cifar10": {"Cs": [0.5]}})
     assert bench.make_protocol("cifar10", overridden).Cs == (0.5,)
-    text = bench.tables._protocols_text(bench.TABLE1_PROTOCOLS, ci)  # each grid said where they differ
+    text = bench.wording.protocols_text(bench.TABLE1_PROTOCOLS, ci)  # each grid said where they differ
     assert ("Protocols: `cifar10` with C from 0.001, 0.01; `cifar10-400` with validation_size=2000, "
             "selection_draws=2, C from 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01 (seed 0); C chosen on "
             "validation rows of the training split, never on test; '(grid edge)'") in text
-    text = bench.tables._protocols_text(bench.TABLE1_PROTOCOLS, BenchConfig(scale="full", cache_dir=str(tmp_path)))
+    text = bench.wording.protocols_text(bench.TABLE1_PROTOCOLS, BenchConfig(scale="full", cache_dir=str(tmp_path)))
     assert text.startswith("Protocols: `cifar10`; `cifar10-400` (seed 0); C chosen on validation rows of the "
                            "training split, never on test, from 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01;")
 

@@ -113,11 +113,11 @@ def test_toy_tables_say_so_in_title_and_note(tmp_path):
     config = BenchConfig(scale="toy", results_dir=str(tmp_path), cache_dir=str(tmp_path))
     context = {"scale": "toy", "dataset": "cifar10", "train_rows": 1_000, "test_rows": 500,
                "subset_seed": bench.CI_SUBSET_SEED, "train_subset_sha256": "ab" * 32, "test_subset_sha256": "cd" * 32}
-    note = bench.tables._scale_text(context, per_class=True)
+    note = bench.wording.scale_text(context, per_class=True)
     assert note.startswith("Scale: toy, a fixed subset of cifar10 (1,000 training / 500 test images = 100 / 50 per "
                            "class;") and "not comparable with the paper's, nor with the CI or full scale's" in note
-    assert bench.tables._scale_title(config) == "toy scale: a smoke test, not comparable"
-    ci = bench.tables._scale_text({**context, "scale": "ci"}, per_class=True)
+    assert bench.wording.scale_title(config) == "toy scale: a smoke test, not comparable"
+    ci = bench.wording.scale_text({**context, "scale": "ci"}, per_class=True)
     assert ci.startswith("Scale: CI, a fixed subset") and ci.endswith("not comparable with the paper's.")
 
 

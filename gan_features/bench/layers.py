@@ -21,21 +21,9 @@ from . import config as conf
 from .config import LAYERS_PROTOCOL, LAYERS_TABLE, BenchConfig
 from .measure import knn_protocols, measure_or_pending, pending_row
 from .stores import FeatureCache, NotMeasured, discriminator_features
-from .tables import (
-    _knn_note,
-    _num,
-    _pending,
-    _protocols_text,
-    _provenance_text,
-    _scale_text,
-    _scale_title,
-    _seconds,
-    _svm_seconds_text,
-    _C,
-    long_table,
-    paragraphs,
-    partial_line,
-)
+from .tables import long_table
+from .wording import (C_text, knn_note, number, paragraphs, partial_line, pending_text, protocols_text,
+                      provenance_text, scale_text, scale_title, seconds_text, svm_seconds_text)
 
 TABLE_ROW = "1"  # the measurement's key: Table 1's, so the every-block rows are shared with it
 
@@ -90,14 +78,14 @@ def wide_layers(cells_by_set: list[list[dict[str, Any]]]) -> pd.DataFrame:
         line = {"blocks": first.get("blocks", "?"),
                 "series": "blocks 1..k" if first.get("alone") is False else "alone",
                 "feature dimension": "" if first.get("feature_dimension") is None else str(first["feature_dimension"]),
-                "accuracy, 400 per class (%)": _pending(svm) or (f"{_num(svm.get('test_mean'))} ± "
-                                                                 f"{_num(svm.get('test_std'))}" if svm else ""),
-                "C": _C(svm) if svm and not _pending(svm) else ""}
+                "accuracy, 400 per class (%)": pending_text(svm) or (f"{number(svm.get('test_mean'))} ± "
+                                                                 f"{number(svm.get('test_std'))}" if svm else ""),
+                "C": C_text(svm) if svm and not pending_text(svm) else ""}
         if knn:
-            line[knn_column] = _pending(knn[0]) or " / ".join(_num(row.get("test_mean")) for row in knn)
+            line[knn_column] = pending_text(knn[0]) or " / ".join(number(row.get("test_mean")) for row in knn)
         line["wall time (s): SVM / k-NN"] = " / ".join(
-            ([_svm_seconds_text(svm)] if svm and not _pending(svm) else [])
-            + ([_seconds(knn[0].get("knn_wall_time_s"))] if knn and not _pending(knn[0]) else []))
+            ([svm_seconds_text(svm)] if svm and not pending_text(svm) else [])
+            + ([seconds_text(knn[0].get("knn_wall_time_s"))] if knn and not pending_text(knn[0]) else []))
         lines.append(line)
     return pd.DataFrame(lines)
 
@@ -112,8 +100,8 @@ def layers_note(config: BenchConfig, rows: list[dict[str, Any]], context: dict[s
         "same batch-norm statistics (recomputed over the training images), so the set of all of a "
         "discriminator's blocks is its Table 1 measurement. 'alone': that block only; 'blocks 1..k': the first k "
         "blocks concatenated.",
-        _scale_text(context, per_class=True), _protocols_text((LAYERS_PROTOCOL,), config), _knn_note(config),
-        _provenance_text(LAYERS_TABLE, record, seconds, config))
+        scale_text(context, per_class=True), protocols_text((LAYERS_PROTOCOL,), config), knn_note(config),
+        provenance_text(LAYERS_TABLE, record, seconds, config))
 
 
 def plot_layers(rows: list[dict[str, Any]], path: Path, title: str, figure_classes: tuple[type, type]) -> None:
@@ -160,7 +148,7 @@ def plot_layers(rows: list[dict[str, Any]], path: Path, title: str, figure_class
 def write_layers_table(results_dir: Path, config: BenchConfig, rows: list[dict[str, Any]], context: dict[str, Any],
                        record: dict[str, Any], seconds: float, figure_classes: tuple[type, type]) -> dict[str, Path]:
     """``layers_cifar10.md``, ``.csv`` and ``.png`` into ``results_dir``, all three or none."""
-    title = f"Per-block probes: CIFAR-10, each discriminator's conv blocks alone and 1..k ({_scale_title(config)})"
+    title = f"Per-block probes: CIFAR-10, each discriminator's conv blocks alone and 1..k ({scale_title(config)})"
     sections = [f"# {title}", layers_note(config, rows, context, record, seconds)]
     for model, sets in _ordered(rows).items():
         sections.append(f"## {model}\n\n" + render_markdown(wide_layers(sets), None, None).rstrip())

@@ -4,7 +4,6 @@ form (the Markdown, one line per model), and the notes that say how they were me
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import numpy as np
 import pandas as pd
 
 from .. import paper
-from ..knn import TEMPERATURE as KNN_TEMPERATURE
 from ..report import render_markdown
 from . import config as conf
 from .config import (
@@ -22,12 +20,11 @@ from .config import (
     TABLE2_PROTOCOL,
     BenchConfig,
     command_line,
-    make_protocol,
-    protocol_overrides,
     svhn_status,
 )
 from .measure import knn_protocols
-from .splits import SCALE_NAMES
+from .wording import (C_text, knn_note, number, paragraphs, partial_line, pending_text, protocols_text,
+                      provenance_text, scale_text, scale_title, seconds_text, svm_seconds_text)
 
 # Long-format CSV: one row per (model, protocol); these columns first, then all provenance.
 LEADING_COLUMNS = ("table", "model", "kind", "source", "protocol", "metric", "test_mean", "test_std", "test_ci95",
@@ -65,25 +62,6 @@ def long_table(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return table[leading + [column for column in table.columns if column not in leading]]
 
 
-def _missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and np.isnan(value))
-
-
-def _num(value: Any, digits: int = 2) -> str:
-    return "" if _missing(value) else f"{value:.{digits}f}"
-
-
-def _seconds(value: Any) -> str:
-    return "?" if _missing(value) else f"{value:.0f}"
-
-
-def _C(row: dict[str, Any]) -> str:
-    if row.get("C") is None:
-        return "?"
-    edge = row.get("C_at_grid_edge")
-    return f"{row['C']:g}" + (" (grid edge)" if edge else "")
-
-
 def _feature_seconds(row: dict[str, Any]) -> str:
     if "features_cached" not in row:  # no features yet
         return "?"
@@ -114,35 +92,24 @@ def wide_table1(rows: list[dict[str, Any]]) -> pd.DataFrame:
                           "C: all labels / 400 per class": "", WALL_TIME_COLUMN: ""})
             continue
         units, dimension = first.get("max_feature_units"), first.get("feature_dimension")
-        full_text = _pending(full) or _num(full.get("test_mean"))
-        few_text = _pending(few) or (f"{_num(few.get('test_mean'))} ± {_num(few.get('test_std'))}" if few else "")
-        knn_text = (_pending(knn[0]) or " / ".join(_num(r.get("test_mean")) for r in knn)) if knn else ""
+        full_text = pending_text(full) or number(full.get("test_mean"))
+        few_text = pending_text(few) or (f"{number(few.get('test_mean'))} ± {number(few.get('test_std'))}" if few else "")
+        knn_text = (pending_text(knn[0]) or " / ".join(number(r.get("test_mean")) for r in knn)) if knn else ""
         lines.append({
             "model": model, "source": _sources(full, few, *knn), "accuracy (%)": full_text,
             "accuracy, 400 per class (%)": few_text, knn_column: knn_text,
             "max # of feature units": "" if units is None else str(units),
             "feature dimension": "" if dimension is None else str(dimension),
-            "C: all labels / 400 per class": " / ".join(_C(r) for r in (full, few) if r),
-            WALL_TIME_COLUMN: " / ".join([_feature_seconds(first)] + [_svm_seconds_text(r) for r in (full, few) if r]
-                                         + ([_seconds(knn[0].get("knn_wall_time_s"))] if knn else []))})
+            "C: all labels / 400 per class": " / ".join(C_text(r) for r in (full, few) if r),
+            WALL_TIME_COLUMN: " / ".join([_feature_seconds(first)] + [svm_seconds_text(r) for r in (full, few) if r]
+                                         + ([seconds_text(knn[0].get("knn_wall_time_s"))] if knn else []))})
     return pd.DataFrame(lines)
-
-
-def _svm_seconds_text(row: dict[str, Any]) -> str:
-    """The SVM wall time, '≥' when earlier runs made fits whose time they did not record."""
-    untimed = row.get("resumed_fits") and _missing(row.get("resumed_fit_seconds"))
-    return ("≥" if untimed else "") + _seconds(row.get("svm_wall_time_s"))
 
 
 def _sources(*rows: dict[str, Any]) -> str:
     """'measured', 'not measured yet', or 'measured in part' for a line of the wide table."""
     sources = {row["source"] for row in rows if row}
     return "measured" if sources == {"measured"} else NOT_MEASURED if "measured" not in sources else "measured in part"
-
-
-def _pending(row: dict[str, Any]) -> str:
-    """A cell's text for a row not measured yet (and how far it got), else ''."""
-    return f"{NOT_MEASURED} ({row['progress']})" if row.get("source") == NOT_MEASURED else ""
 
 
 def wide_table2(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -155,103 +122,23 @@ def wide_table2(rows: list[dict[str, Any]]) -> pd.DataFrame:
         else:
             dimension = row.get("feature_dimension")
             lines.append({"model": row["model"], "source": row["source"],
-                          "test error (%), 1000 labels": _pending(row) or f"{_num(row['test_mean'])} ± "
-                                                                          f"{_num(row['test_ci95'])}",
-                          "feature dimension": "" if dimension is None else str(dimension), "C": _C(row),
+                          "test error (%), 1000 labels": pending_text(row) or f"{number(row['test_mean'])} ± "
+                                                                          f"{number(row['test_ci95'])}",
+                          "feature dimension": "" if dimension is None else str(dimension), "C": C_text(row),
                           "wall time (s): features / SVM": f"{_feature_seconds(row)} / "
-                                                           f"{_seconds(row.get('svm_wall_time_s'))}"})
+                                                           f"{seconds_text(row.get('svm_wall_time_s'))}"})
     return pd.DataFrame(lines)
-
-
-# What a subset scale's numbers are for, said in its table's note.
-SCALE_PURPOSES = {
-    "ci": "numbers are for regression checks and not comparable with the paper's.",
-    "toy": "a smoke test of the recipe (docs/reproduce.md): its numbers are not comparable with the paper's, "
-           "nor with the CI or full scale's."}
-
-
-def _scale_text(context: dict[str, Any], per_class: bool) -> str:
-    if context["scale"] == "full":
-        return (f"Scale: full ({context['train_rows']:,} training / {context['test_rows']:,} test images).")
-    per = (f" = {context['train_rows'] // 10:,} / {context['test_rows'] // 10:,} per class" if per_class
-           else ", classes in proportion")
-    return (f"Scale: {SCALE_NAMES[context['scale']]}, a fixed subset of {context['dataset']} "
-            f"({context['train_rows']:,} training / {context['test_rows']:,} test images{per}; stratified, seed "
-            f"{context['subset_seed']}, rows sha256 {context['train_subset_sha256'][:12]} / "
-            f"{context['test_subset_sha256'][:12]}): {SCALE_PURPOSES[context['scale']]}")
-
-
-def _scale_title(config: BenchConfig) -> str:
-    """The scale as a table's title says it; the toy scale's says at once that it measures nothing."""
-    return f"{config.scale} scale" + (": a smoke test, not comparable" if config.scale == "toy" else "")
-
-
-def _protocols_text(names: Sequence[str], config: BenchConfig) -> str:
-    protocols = [make_protocol(name, config) for name in names]
-    grids = {protocol.Cs for protocol in protocols}
-    parts = []
-    for name, protocol in zip(names, protocols):
-        changed = {k: v for k, v in protocol_overrides(protocol).items() if k != "Cs"}
-        text = ", ".join(f"{k}={v}" for k, v in changed.items())
-        if len(grids) > 1:  # grids differ between protocols (e.g. at CI scale): each says its own
-            text = ", ".join(filter(None, [text, f"C from {_grid(protocol.Cs)}"]))
-        parts.append(f"`{name}`" + (f" with {text}" if text else ""))
-    grid = "" if len(grids) > 1 else f", from {_grid(protocols[0].Cs)}"
-    return (f"Protocols: {'; '.join(parts)} (seed {config.seed}); C chosen on validation rows of the training "
-            f"split, never on test{grid}; '(grid edge)' marks a choice at the grid's end.")
-
-
-def _grid(Cs: Sequence[float]) -> str:
-    return ", ".join(f"{C:g}" for C in Cs)
-
-
-def _provenance_text(name: str, record: dict[str, Any], seconds: float, config: BenchConfig) -> str:
-    commit = record.get("git_commit") or "unknown"
-    dirty = " (uncommitted changes)" if record.get("git_dirty") else ""
-    how = "Written from the rows measured so far" if config.saved_only else "Measured"
-    took = "" if config.saved_only else f", {seconds:.0f} s in all"
-    return (f"{how} with gan-features at commit {commit[:12]}{dirty} on {record.get('hostname')}, "
-            f"{record.get('created')}{took}, by {_command_text(record, config)}; every number's provenance (the commit "
-            f"and time it was measured at, checkpoint sha256, feature stores, seeds, wall times) is in {name}.csv.")
-
-
-def _command_text(record: dict[str, Any], config: BenchConfig) -> str:
-    """The command that made the tables as recorded, or for a run from Python, what it called."""
-    if record.get("command"):
-        return f"`{record['command']}`"
-    return f"gan_features.bench.run_bench (the same as `{command_line(config)}`)"
-
-
-def partial_line(rows: list[dict[str, Any]], config: BenchConfig) -> str:
-    """The bold line above a table with rows not measured yet: how many are done and how to finish."""
-    measured = sum(row["source"] == "measured" for row in rows)
-    pending = sum(row["source"] == NOT_MEASURED for row in rows)
-    if not pending:
-        return ""
-    return (f"**Partial: {measured} of {measured + pending} measurements are done; the others say "
-            f"'{NOT_MEASURED}' and how far they got. `{command_line(config, saved_only=False)}` measures "
-            f"the rest.**")
 
 
 def table1_note(context: dict[str, Any], config: BenchConfig, record: dict[str, Any], seconds: float) -> str:
     lines = [f"Paper rows: {paper.CITATION}, Table 1 (its DCGAN was trained on Imagenet-1k).",
-             _scale_text(context, per_class=True), _protocols_text(conf.TABLE1_PROTOCOLS, config),
+             scale_text(context, per_class=True), protocols_text(conf.TABLE1_PROTOCOLS, config),
              (f"Features: every conv block max-pooled to 4x4 and concatenated, batch-norm statistics recomputed "
               f"over the training images, extracted in {config.precision}; raw pixels in [-1, 1]; k-means fitted on "
               f"the training images only, its features standardised with the training split's mean and variance as "
               f"Coates et al. did."),
-             _knn_note(config), _provenance_text(TABLE1, record, seconds, config)]
+             knn_note(config), provenance_text(TABLE1, record, seconds, config)]
     return paragraphs(*lines)
-
-
-def _knn_note(config: BenchConfig) -> str:
-    """The note's sentence on the k-NN columns ('' without them)."""
-    if not config.knn:
-        return ""
-    return (f"k-NN: each test image's k = {' and '.join(map(str, conf.KNN_KS))} training images of highest cosine "
-            f"similarity (L2-normalised features) vote with weight exp(similarity / {KNN_TEMPERATURE:g}), as DINO's "
-            f"eval_knn.py; measured once per representation on all the training images of this scale, choosing "
-            f"nothing (no validation rows); the paper quotes no k-NN.")
 
 
 def svhn_absent_line(config: BenchConfig, reason: str) -> str:
@@ -303,20 +190,20 @@ def table_texts(results_dir: Path, config: BenchConfig, rows1: list[dict[str, An
         note2 = svhn_absent_line(config, svhn_status(config)[1])
     else:
         note2 = paragraphs(partial_line(rows2, config), f"Paper rows: {paper.CITATION}, Table 2.",
-                           _scale_text(context2, per_class=False),
-                           _protocols_text((TABLE2_PROTOCOL,), config) + " Test error: mean ± 1.96 std over the "
+                           scale_text(context2, per_class=False),
+                           protocols_text((TABLE2_PROTOCOL,), config) + " Test error: mean ± 1.96 std over the "
                            "draws, as the original analysis printed it.",
                            moved_choices(results_dir / f"{TABLE2}.csv", rows2),
-                           _provenance_text(TABLE2, record, seconds, config))
+                           provenance_text(TABLE2, record, seconds, config))
     return {
         results_dir / f"{TABLE1}.md": render_markdown(
             wide_table1(rows1),
-            f"Table 1: CIFAR-10, linear L2-SVM{' and k-NN' * config.knn} on features ({_scale_title(config)})",
+            f"Table 1: CIFAR-10, linear L2-SVM{' and k-NN' * config.knn} on features ({scale_title(config)})",
             paragraphs(partial_line(rows1, config), table1_note(context1, config, record, seconds),
                        moved_choices(results_dir / f"{TABLE1}.csv", rows1))),
         results_dir / f"{TABLE1}.csv": _csv(rows1),
         results_dir / f"{TABLE2}.md": render_markdown(
-            wide_table2(rows2), f"Table 2: SVHN, 1000 labels, linear L2-SVM on features ({_scale_title(config)})",
+            wide_table2(rows2), f"Table 2: SVHN, 1000 labels, linear L2-SVM on features ({scale_title(config)})",
             note2),
         results_dir / f"{TABLE2}.csv": _csv(rows2),
     }
@@ -326,5 +213,3 @@ def _csv(rows: list[dict[str, Any]]) -> str:
     return long_table(rows).to_csv(index=False, lineterminator="\n")
 
 
-def paragraphs(*texts: str) -> str:
-    return "\n\n".join(text for text in texts if text)
