@@ -316,8 +316,8 @@ def test_rerun_reuses_cached_features_and_reproduces_every_number(bench_run, mon
 def test_resume_reuses_measured_rows_and_refits_what_changed(bench_run, monkeypatch):
     """A resumed run fits nothing already measured on the same stores; a rewritten store is refitted."""
     tmp, config, _, _ = bench_run
-    measured = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "measured")}))
-    first = pd.read_csv(measured["table1_cifar10.csv"])  # the rows now kept in the cache
+    measured_tables = run_bench(BenchConfig(**{**vars(config), "results_dir": str(tmp / "measured")}))
+    first = pd.read_csv(measured_tables["table1_cifar10.csv"])  # the rows now kept in the cache
     knn_rows = first["protocol"].str.startswith("knn")
     assert (first.loc[(first["source"] == "measured") & ~knn_rows, "svm_cached"] == "no").all()
     assert (first.loc[knn_rows, "knn_cached"] == "no").all() and knn_rows.sum() == 8
@@ -335,6 +335,10 @@ def test_resume_reuses_measured_rows_and_refits_what_changed(bench_run, monkeypa
     assert second.loc[knn_rows, "knn_cached"].str.startswith("reused: measured ").all()
     for column in ("test_mean", "test_std", "C", "svm_wall_time_s", "knn_wall_time_s", "git_commit", "created"):
         assert second[column].astype(str).tolist() == first[column].astype(str).tolist(), column
+    # the note does not pass this run's seconds off as the table's: it counts what it reused
+    reused = int(measured.sum())  # each measured line is one SVM row or one k-NN row, all reused
+    assert f"which reused {reused} measurements of earlier runs" in resumed["table1_cifar10.md"].read_text()
+    assert "s in all" in measured_tables["table1_cifar10.md"].read_text()
 
     # A row is keyed by every SVM setting in force: the defaults written out are the same row; any
     # other setting (a changed default, too) is a row not measured yet.

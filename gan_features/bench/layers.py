@@ -101,7 +101,7 @@ def layers_note(config: BenchConfig, rows: list[dict[str, Any]], context: dict[s
         "discriminator's blocks is its Table 1 measurement. 'alone': that block only; 'blocks 1..k': the first k "
         "blocks concatenated.",
         scale_text(context, per_class=True), protocols_text((LAYERS_PROTOCOL,), config), knn_note(config),
-        provenance_text(LAYERS_TABLE, record, seconds, config))
+        provenance_text(LAYERS_TABLE, record, seconds, config, rows))
 
 
 def plot_layers(rows: list[dict[str, Any]], path: Path, title: str, figure_classes: tuple[type, type]) -> None:

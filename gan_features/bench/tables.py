@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -130,14 +131,15 @@ def wide_table2(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(lines)
 
 
-def table1_note(context: dict[str, Any], config: BenchConfig, record: dict[str, Any], seconds: float) -> str:
+def table1_note(context: dict[str, Any], config: BenchConfig, record: dict[str, Any], seconds: float,
+                rows: Sequence[dict[str, Any]]) -> str:
     lines = [f"Paper rows: {paper.CITATION}, Table 1 (its DCGAN was trained on Imagenet-1k).",
              scale_text(context, per_class=True), protocols_text(conf.TABLE1_PROTOCOLS, config),
              (f"Features: every conv block max-pooled to 4x4 and concatenated, batch-norm statistics recomputed "
               f"over the training images, extracted in {config.precision}; raw pixels in [-1, 1]; k-means fitted on "
               f"the training images only, its features standardised with the training split's mean and variance as "
               f"Coates et al. did."),
-             knn_note(config), provenance_text(TABLE1, record, seconds, config)]
+             knn_note(config), provenance_text(TABLE1, record, seconds, config, rows)]
     return paragraphs(*lines)
 
 
@@ -194,12 +196,12 @@ def table_texts(results_dir: Path, config: BenchConfig, rows1: list[dict[str, An
                            protocols_text((TABLE2_PROTOCOL,), config) + " Test error: mean ± 1.96 std over the "
                            "draws, as the original analysis printed it.",
                            moved_choices(results_dir / f"{TABLE2}.csv", rows2),
-                           provenance_text(TABLE2, record, seconds, config))
+                           provenance_text(TABLE2, record, seconds, config, rows2))
     return {
         results_dir / f"{TABLE1}.md": render_markdown(
             wide_table1(rows1),
             f"Table 1: CIFAR-10, linear L2-SVM{' and k-NN' * config.knn} on features ({scale_title(config)})",
-            paragraphs(partial_line(rows1, config), table1_note(context1, config, record, seconds),
+            paragraphs(partial_line(rows1, config), table1_note(context1, config, record, seconds, rows1),
                        moved_choices(results_dir / f"{TABLE1}.csv", rows1))),
         results_dir / f"{TABLE1}.csv": _csv(rows1),
         results_dir / f"{TABLE2}.md": render_markdown(

@@ -87,11 +87,16 @@ def _grid(Cs: Sequence[float]) -> str:
     return ", ".join(f"{C:g}" for C in Cs)
 
 
-def provenance_text(name: str, record: dict[str, Any], seconds: float, config: BenchConfig) -> str:
+def provenance_text(name: str, record: dict[str, Any], seconds: float, config: BenchConfig,
+                    rows: Sequence[dict[str, Any]] = ()) -> str:
     commit = record.get("git_commit") or "unknown"
     dirty = " (uncommitted changes)" if record.get("git_dirty") else ""
     how = "Written from the rows measured so far" if config.saved_only else "Measured"
     took = "" if config.saved_only else f", {seconds:.0f} s in all"
+    reused = sum(str(row.get(key, "")).startswith("reused") for row in rows for key in ("svm_cached", "knn_cached"))
+    if reused and not config.saved_only:  # "N s in all" alone would pass a resumed run's time off as the table's
+        took = (f", {seconds:.0f} s in this run, which reused {reused} measurements of earlier runs (each row's wall "
+                f"times are its own)")
     return (f"{how} with gan-features at commit {commit[:12]}{dirty} on {record.get('hostname')}, "
             f"{record.get('created')}{took}, by {_command_text(record, config)}; every number's provenance (the commit "
             f"and time it was measured at, checkpoint sha256, feature stores, seeds, wall times) is in {name}.csv.")
