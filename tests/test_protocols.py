@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from gan_features.errors import GanFeaturesError
-from gan_features.protocols import PAPER_CS, PROTOCOLS, Cifar10, Cifar10_400, Svhn1000, get_protocol
+from gan_features.protocols import PAPER_CS, PROTOCOLS, Cifar10, Cifar10_400, Svhn1000, get_protocol, no_better_for
 from gan_features import store as store_module
 from gan_features.store import FeatureStore, load_store, read_rows, write_features
 from gan_features.svm import LinearL2SVM
@@ -159,6 +159,10 @@ def test_progress_bar_advances_once_per_fit_and_ends_full(stores, monkeypatch, n
     small(name).run(stores["train"], stores["test"], svm_params=SVM, progress=True)
     (bar,) = bars
     assert bar.steps == [1] * bar.expected
+    if name in ("cifar10", "holdout"):  # a path stopped by patience takes its unmade fits off the total
+        get_protocol(name, Cs=(1e-5, 1e-4, 1e-3, 1e-2, 0.1), patience=1, seed=3,
+                     validation_fraction=0.2).run(stores["train"], stores["test"], svm_params=SVM, progress=True)
+        assert len(bars[1].steps) == bars[1].total < bars[1].expected
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar10-400"])
@@ -248,6 +252,41 @@ def test_cifar10_run_matches_a_plain_rendering(stores):
     np.testing.assert_allclose(result.validation["mean"], scores)
     np.testing.assert_allclose(result.test.mean, 100 * final.score(X_test, y_test))
     assert result.test.n == 1
+
+
+@pytest.mark.parametrize("scores, patience, stops", [
+    ([1, 2, 3], 2, False), ([3, 2, 1], 2, True), ([3, 2], 2, False), ([1, 3, 3, 3], 2, True),
+    ([1, 3, 2, 4], 2, False), ([3, 1, 1], 0, False), ([3, 1], 1, True)])
+def test_no_better_for_counts_the_last_scores_against_the_best_before_them(scores, patience, stops):
+    assert no_better_for(scores, patience) is stops
+
+
+@pytest.mark.parametrize("patience, stops_early", [(1, True), (2, True), (7, False)])
+def test_cifar10_patience_stops_the_ascending_path_as_a_plain_rendering(stores, patience, stops_early):
+    """With ``patience`` the C path, fitted in ascending C whatever the grid's order, ends once that many
+    Cs in a row score no better on validation than the best before them; C is chosen among the Cs
+    fitted (ties to the first in grid order, as always) and refitted on every row."""
+    grid = (10.0, 1.0, 0.1, 1e-2, 1e-3, 1e-4, 1e-5)  # descending on purpose; the curve has two peaks
+    protocol = get_protocol("cifar10", Cs=grid, seed=3, validation_fraction=0.2, patience=patience)
+    result = protocol.run(stores["train"], stores["test"], svm_params=SVM, progress=False)
+    X, y, _ = load_store(stores["train"])
+    X_test, y_test, _ = load_store(stores["test"])
+    plan = protocol.plan(y)
+    (fit_rows, _), = plan.selection
+    scores = {}
+    for C in sorted(grid):
+        model = LinearL2SVM(C=C, **SVM).fit(X[fit_rows], y[fit_rows])
+        scores[C] = 100 * model.score(X[plan.validation], y[plan.validation])
+        if no_better_for(list(scores.values()), patience):
+            break
+    fitted = [C for C in grid if C in scores]
+    best = fitted[int(np.argmax([scores[C] for C in fitted]))]
+    assert (len(fitted) < len(grid)) is stops_early
+    assert result.validation["C"].tolist() == fitted and result.chosen_C == best
+    np.testing.assert_allclose(result.validation["mean"], [scores[C] for C in fitted])
+    final = LinearL2SVM(C=best, **SVM).fit(X[plan.final[0]], y[plan.final[0]])
+    np.testing.assert_allclose(result.test.mean, 100 * final.score(X_test, y_test))
+    assert result.params["patience"] == patience  # recorded with the result
 
 
 def test_cifar10_400_draws_are_disjoint_from_validation_and_shared_across_C(stores):
@@ -364,6 +403,7 @@ def test_too_few_rows_for_the_draws(stores, name, overrides, expected):
     (lambda: get_protocol("svhn-1000", test_draws=0), "at least 1"),
     (lambda: get_protocol("svhn-1000", seed=1.5), "integer"),
     (lambda: get_protocol("cifar10", validation_fraction=1.0), "validation_fraction"),
+    (lambda: get_protocol("cifar10", patience=-1), "patience must be at least 0"),
 ])
 def test_bad_parameters_are_refused(call, expected):
     assert expected in error_message(call)

@@ -248,6 +248,22 @@ def test_warm_started_path_equals_cold_fits(ten_classes):
         assert warm < cold[C].solver_stats_["hessian_passes"]
 
 
+@pytest.mark.parametrize("backend", ["torch", "liblinear"])
+def test_a_stopped_path_fits_the_smaller_Cs_only_and_returns_them_in_the_given_order(ten_classes, backend):
+    """``stop(model)`` ends the path after that C (ascending, whatever order the Cs were given in);
+    the Cs fitted are the full path's models."""
+    X, y, _, _ = ten_classes
+    Cs = [2e-2, 5e-3, 1e-2, 5e-3]
+    params = dict(backend=backend) if backend == "liblinear" else dict(hessian_dtype="float32")
+    seen = []
+    path = fit_c_path(X, y, Cs, stop=lambda model: seen.append(model.C) or model.C >= 1e-2, **params)
+    assert seen == [5e-3, 1e-2]  # 2e-2 is never fitted
+    assert [model.C for model in path] == [5e-3, 1e-2, 5e-3] and path[0] is not path[2]
+    full = fit_c_path(X, y, Cs, **params)
+    for model in path:
+        np.testing.assert_array_equal(model.coef_, next(m for m in full if m.C == model.C).coef_)
+
+
 @pytest.mark.parametrize("solver, problem", [("primal", "ten_classes"), ("gram", "wide_problem")])
 def test_warm_start_refit_on_more_rows_equals_a_cold_fit_in_fewer_passes(solver, problem, request):
     """The cifar10 protocol's refit: C chosen on 90% of the rows, then all rows from that solution."""

@@ -75,11 +75,14 @@ class _PathCheckpoint:
 
 def _fit_path(template: LinearL2SVM, problem: _Problem, Cs: Sequence[float],
               on_fit: Callable[[LinearL2SVM], None] | None = None,
-              checkpoint_dir: str | os.PathLike | None = None) -> list[LinearL2SVM]:
+              checkpoint_dir: str | os.PathLike | None = None,
+              stop: Callable[[LinearL2SVM], bool] | None = None) -> list[LinearL2SVM]:
     """Fit every C with warm starts in ascending order; models come back in the order of ``Cs``.
 
     ``on_fit(model)`` runs after each C (a progress bar: one C at paper scale takes many minutes);
-    with ``checkpoint_dir`` each C is saved there and Cs already saved are loaded, not refitted."""
+    with ``checkpoint_dir`` each C is saved there and Cs already saved are loaded, not refitted.
+    ``stop(model)`` runs after ``on_fit``; when it returns True the larger Cs are not fitted and
+    are left out of the list (the largest Cs cost the most: most of a path's time)."""
     checkpoint = None if checkpoint_dir is None else _PathCheckpoint(checkpoint_dir, template, problem)
     fitted: dict[float, LinearL2SVM] = {}
     for C in sorted(set(float(C) for C in Cs)):
@@ -95,8 +98,11 @@ def _fit_path(template: LinearL2SVM, problem: _Problem, Cs: Sequence[float],
         fitted[C] = model
         if on_fit is not None:
             on_fit(model)
+        if stop is not None and stop(model):
+            break
     # A C given twice gets two independent model objects.
-    return [copy.deepcopy(fitted[float(C)]) if seen else fitted[float(C)] for C, seen in _first_seen(Cs)]
+    return [copy.deepcopy(fitted[float(C)]) if seen else fitted[float(C)] for C, seen in _first_seen(Cs)
+            if float(C) in fitted]
 
 
 def _first_seen(Cs: Sequence[float]) -> Iterator[tuple[float, bool]]:
@@ -108,8 +114,13 @@ def _first_seen(Cs: Sequence[float]) -> Iterator[tuple[float, bool]]:
 
 
 def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], None] | None = None,
-               checkpoint_dir: str | os.PathLike | None = None, gram=None, **params) -> list[LinearL2SVM]:
+               checkpoint_dir: str | os.PathLike | None = None, gram=None,
+               stop: Callable[[LinearL2SVM], bool] | None = None, **params) -> list[LinearL2SVM]:
     """One fitted :class:`LinearL2SVM` per C, in the order given; ``on_fit(model)`` after each fit.
+
+    ``stop(model)``, after each fit in ascending C order: True ends the path there, and the Cs
+    not fitted are left out of the list (for example once validation accuracy has stopped
+    improving: :class:`~gan_features.protocols.Cifar10`'s ``patience``).
 
     ``checkpoint_dir`` (``"torch"`` only): save each fitted C there, and load the Cs a stopped run
     saved instead of refitting them (only if rows, labels and settings match; keep one directory
@@ -131,14 +142,20 @@ def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], Non
         if gram is not None:
             raise ValueError("gram needs backend='torch' (LinearSVC has no Gram solver)")
         models = []
-        for C in Cs:
+        for C in (sorted(set(map(float, Cs))) if stop is not None else Cs):  # a stop needs ascending order
             models.append(clone(template).set_params(C=C).fit(X, y))
             if on_fit is not None:
                 on_fit(models[-1])
-        return models
+            if stop is not None and stop(models[-1]):
+                break
+        if stop is None:
+            return models
+        fitted = {float(model.C): model for model in models}
+        return [copy.deepcopy(fitted[float(C)]) if seen else fitted[float(C)] for C, seen in _first_seen(Cs)
+                if float(C) in fitted]
     X, index = template.validate_fit_data(X, y)
     problem = template.in_memory_problem(X, index, settings, gram)
-    return _fit_path(template, problem, Cs, on_fit, checkpoint_dir)
+    return _fit_path(template, problem, Cs, on_fit, checkpoint_dir, stop)
 
 
 def count_saved_fits(checkpoint_dir: str | os.PathLike) -> int:
