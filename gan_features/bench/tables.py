@@ -4,8 +4,8 @@ form (the Markdown, one line per model), and the notes that say how they were me
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
