@@ -227,6 +227,10 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead of Tables 1 and 2, the per-block table layers_cifar10.md/.csv/.png: each "
                         "discriminator's conv blocks alone and blocks 1..k, under cifar10-400 and the k-NN (with "
                         "--resume, the all-blocks rows a Table 1 run kept in the same cache are reused)")
+    p.add_argument("--update", action="store_true",
+                   help="measure only the representations this command names and keep every other row of the "
+                        "tables already in --results as it was measured (refused unless their settings are this "
+                        "run's): a new checkpoint or a lost cache costs its own rows, not the baselines'")
     p.add_argument("--saved-only", action="store_true",
                    help="measure nothing: write the tables from the rows measured so far (as --resume finds "
                         "them), the others marked 'not measured yet' with how far they got; safe to run beside "

@@ -182,7 +182,7 @@ def bench_config(args):
         cache_dir=args.cache_dir, seed=args.seed, precision=args.precision, device=args.device,
         batch_size=args.batch_size, kmeans_centroids=args.kmeans_centroids, random_baseline=not args.no_random,
         pixel_baseline=not args.no_pixels, knn=not args.no_knn, Cs=args.Cs, resume=args.resume,
-        saved_only=args.saved_only, layers=args.layers, progress=not args.quiet)
+        saved_only=args.saved_only, layers=args.layers, update=args.update, progress=not args.quiet)
 
 
 def cmd_bench(args) -> None:

@@ -409,6 +409,74 @@ def test_resume_continues_a_row_stopped_part_way_from_its_saved_fits(bench_run, 
     assert reused["svm_wall_time_s"] == row["svm_wall_time_s"]
 
 
+def test_update_remeasures_the_named_representation_and_keeps_every_other_row_as_it_was(bench_run, monkeypatch):
+    """``update``: a new checkpoint under an existing label replaces that label's rows; the baselines'
+    rows come from the table already there, cell for cell, and the note says which were kept. Kept rows
+    measured under other settings are refused with nothing written."""
+    tmp, config, paths, _ = bench_run
+    results = tmp / "updated"
+    shutil.copytree(paths["table1_cifar10.csv"].parent, results)
+    before = pd.read_csv(results / "table1_cifar10.csv", dtype=str, keep_default_na=False)
+    random_checkpoint("radford-svhn32", tmp / "retrained.pt", seed=8)
+    update = BenchConfig(**{**vars(config), "checkpoints": [(TRAINED, str(tmp / "retrained.pt"))],
+                            "random_baseline": False, "pixel_baseline": False, "kmeans_centroids": None,
+                            "results_dir": str(results), "update": True})
+    fits = []
+    original = Protocol.run
+    monkeypatch.setattr(Protocol, "run", lambda self, train, *a, **k: fits.append(Path(train.path).name)
+                        or original(self, train, *a, **k))
+    refused = BenchConfig(**{**vars(update), "seed": 1})
+    with pytest.raises(GanFeaturesError, match=r"--update: '.*' \(cifar10\) in .* was measured with seed = 0, "
+                                               r"this run uses 1"):
+        run_bench(refused)
+    assert pd.read_csv(results / "table1_cifar10.csv", dtype=str, keep_default_na=False).equals(before)
+    fits.clear()
+
+    written = run_bench(update)
+    after = pd.read_csv(written["table1_cifar10.csv"], dtype=str, keep_default_na=False)
+    assert len(fits) == 2 and len(set(fits)) == 1  # the two protocols of the new checkpoint's features only
+    assert list(dict.fromkeys(after["model"])) == list(dict.fromkeys(before["model"]))  # in the table's order
+    ours = after["model"] == TRAINED
+    assert (after.loc[ours, "checkpoint"] == str((tmp / "retrained.pt").resolve())).all()
+    assert (after.loc[ours, "kept"] == "").all()
+    kept_models = [m for m in dict.fromkeys(before["model"]) if m != TRAINED
+                   and (before.loc[before["model"] == m, "kind"] != "paper").all()]
+    assert len(kept_models) == 3  # the random discriminator, the pixels and k-means
+    for model in kept_models:
+        old, new = before[before["model"] == model], after[after["model"] == model]
+        for column in before.columns:
+            if column not in ("svm_cached", "knn_cached"):
+                assert new[column].tolist() == old[column].tolist(), (model, column)
+        assert (new["kept"] == "table1_cifar10.csv").all()
+        cached = new["svm_cached"].where(new["svm_cached"] != "", new["knn_cached"])
+        assert cached.str.startswith("reused: kept by --update from the earlier table1_cifar10.csv").all()
+    note = written["table1_cifar10.md"].read_text()
+    assert "Updated with `--update`: the rows of " in note and all(model in note for model in kept_models)
+    assert command_line(update).endswith(" --update") and command_line(update) in note  # how it was made
+
+
+def test_update_refuses_rows_it_cannot_check(tmp_path):
+    """A kept row under a protocol this run measures nothing with, or extracted in another precision."""
+    from gan_features.bench.kept import updated_rows
+
+    base = {"table": "1", "kind": "trained discriminator", "source": "measured", "seed": 0, "scale": "full",
+            "checkpoint": "/x/d.pt", "extraction_precision": "bf16"}
+    previous = tmp_path / "table1_cifar10.csv"
+    previous.write_text(long_table([{**base, "model": "old", "protocol": "cifar10-400"},
+                                    {**base, "model": "old", "protocol": "cifar10"}]).to_csv(index=False))
+    fresh = [{**base, "model": "new", "protocol": "cifar10"}]
+    with pytest.raises(GanFeaturesError, match="cifar10-400, which this run measures for nothing"):
+        updated_rows(previous, fresh, "bf16")
+    fresh.append({**base, "model": "new", "protocol": "cifar10-400"})
+    with pytest.raises(GanFeaturesError, match="was extracted in bf16, this run extracts in fp32"):
+        updated_rows(previous, fresh, "fp32")
+    merged = updated_rows(previous, fresh, "bf16")
+    assert [(row["model"], row["protocol"]) for row in merged] == [
+        ("old", "cifar10-400"), ("old", "cifar10"), ("new", "cifar10"), ("new", "cifar10-400")]
+    assert merged[0]["seed"] == 0 and merged[0]["kept"] == "table1_cifar10.csv"
+    assert updated_rows(tmp_path / "absent.csv", fresh, "bf16") == fresh  # nothing to keep
+
+
 def test_wide_table_marks_an_svm_time_that_misses_earlier_runs_fits():
     """Fits resumed from checkpoints that recorded no time: the row's SVM time is a lower bound."""
     base = {"table": "1", "model": "m", "kind": "trained discriminator", "source": "measured", "test_mean": 69.6,
@@ -575,6 +643,7 @@ def cli_config(monkeypatch, argv: list[str]) -> BenchConfig:
     {"kmeans_centroids": 400, "Cs": (0.01,), "pixel_baseline": False},
     {"saved_only": True},
     {"layers": True, "resume": True},
+    {"update": True, "random_baseline": False},
 ])
 def test_cli_parses_command_line_back_into_the_same_config(tmp_path, monkeypatch, changes):
     config = BenchConfig(**{"cache_dir": str(tmp_path / "cache"), **changes})

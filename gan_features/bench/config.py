@@ -85,6 +85,7 @@ class BenchConfig:
     resume: bool = False  # reuse rows an earlier run measured on the same stores and settings
     saved_only: bool = False  # measure nothing: tables from the rows kept so far, the rest "not measured yet"
     layers: bool = False  # instead of Tables 1 and 2: each discriminator's blocks alone and 1..k (LAYERS_TABLE)
+    update: bool = False  # keep the rows of representations not measured now from the tables in results_dir
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -194,7 +195,8 @@ def command_line(config: BenchConfig, **changes: Any) -> str:
         args += ["--C", ",".join(str(float(C)) for C in config.Cs)]  # shortest text that reads back exactly
     args += [flag for flag, on in (("--no-random", config.random_baseline), ("--no-pixels", config.pixel_baseline),
                                    ("--no-knn", config.knn), ("--resume", not config.resume),
-                                   ("--saved-only", not config.saved_only), ("--layers", not config.layers)) if not on]
+                                   ("--saved-only", not config.saved_only), ("--layers", not config.layers),
+                                   ("--update", not config.update)) if not on]
     return " ".join(shlex.quote(arg) for arg in args)
 
 

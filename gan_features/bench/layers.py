@@ -19,6 +19,7 @@ from ..report import render_markdown
 from ..store import FeatureStore
 from . import config as conf
 from .config import LAYERS_PROTOCOL, LAYERS_TABLE, BenchConfig
+from .kept import update_note
 from .measure import knn_protocols, measure_or_pending, pending_row
 from .stores import FeatureCache, NotMeasured, discriminator_features
 from .tables import long_table
@@ -101,7 +102,7 @@ def layers_note(config: BenchConfig, rows: list[dict[str, Any]], context: dict[s
         "discriminator's blocks is its Table 1 measurement. 'alone': that block only; 'blocks 1..k': the first k "
         "blocks concatenated.",
         scale_text(context, per_class=True), protocols_text((LAYERS_PROTOCOL,), config), knn_note(config),
-        provenance_text(LAYERS_TABLE, record, seconds, config, rows))
+        update_note(rows), provenance_text(LAYERS_TABLE, record, seconds, config, rows))
 
 
 def plot_layers(rows: list[dict[str, Any]], path: Path, title: str, figure_classes: tuple[type, type]) -> None:

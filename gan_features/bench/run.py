@@ -18,6 +18,7 @@ from ..provenance import provenance
 from ..representations import FeatureSpec
 from . import config as conf
 from .config import TABLE2_PROTOCOL, BenchConfig, checkpoint_layers, make_protocol, svhn_status
+from .kept import KEPT_COLUMN, updated_rows
 from .layers import layer_rows, write_layers_table
 from .measure import measure_or_pending
 from .splits import load_splits
@@ -37,7 +38,8 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
     """Measure, then write ``table1_cifar10.md/.csv`` and ``table2_svhn.md/.csv`` into ``config.results_dir``.
 
     All four files are written together at the end, atomically: a failure anywhere leaves the
-    previous tables as they were. With ``config.saved_only`` nothing is measured: the tables show the
+    previous tables as they were. With ``config.update`` the rows of every representation not
+    measured now are kept from those previous tables (:mod:`.kept`). With ``config.saved_only`` nothing is measured: the tables show the
     rows kept in the cache, the rest marked "not measured yet". Returns {file name: path}.
     """
     started = time.perf_counter()
@@ -54,12 +56,17 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
         figure = figure_classes()  # before any work: the table's plot needs matplotlib
         train, test, context = load_splits("cifar10", cifar_root, config.scale)
         rows = layer_rows(config, _discriminators(config, cache), train, test, context, cache, device)
+        if config.update:
+            rows = updated_rows(results_dir / f"{conf.LAYERS_TABLE}.csv", rows, config.precision)
         seconds, record = time.perf_counter() - started, provenance()
         _record_settings(config, rows)
         results_dir.mkdir(parents=True, exist_ok=True)
         return write_layers_table(results_dir, config, rows, context, record, seconds, figure)
     rows1, context1 = _table1_rows(config, cifar_root, cache, device)
     rows2, context2 = _table2_rows(config, cache, device)
+    if config.update:
+        rows1 = updated_rows(results_dir / f"{conf.TABLE1}.csv", rows1, config.precision)
+        rows2 = updated_rows(results_dir / f"{conf.TABLE2}.csv", rows2, config.precision)
 
     seconds, record = time.perf_counter() - started, provenance()
     _record_settings(config, [*rows1, *rows2])
@@ -72,7 +79,7 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
 def _record_settings(config: BenchConfig, rows: list[dict[str, Any]]) -> None:
     settings = json.dumps(config.to_dict(), sort_keys=True)  # API-only settings too, which the command lacks
     for row in rows:
-        if row["source"] == "measured":
+        if row["source"] == "measured" and not row.get(KEPT_COLUMN):  # a kept row keeps the run that measured it
             row["bench_config"] = settings
 
 

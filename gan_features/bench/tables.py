@@ -23,6 +23,7 @@ from .config import (
     command_line,
     svhn_status,
 )
+from .kept import update_note
 from .measure import knn_protocols
 from .wording import (C_text, knn_note, number, paragraphs, partial_line, pending_text, protocols_text,
                       provenance_text, scale_text, scale_title, seconds_text, svm_seconds_text)
@@ -139,7 +140,7 @@ def table1_note(context: dict[str, Any], config: BenchConfig, record: dict[str, 
               f"over the training images, extracted in {config.precision}; raw pixels in [-1, 1]; k-means fitted on "
               f"the training images only, its features standardised with the training split's mean and variance as "
               f"Coates et al. did."),
-             knn_note(config), provenance_text(TABLE1, record, seconds, config, rows)]
+             knn_note(config), update_note(rows), provenance_text(TABLE1, record, seconds, config, rows)]
     return paragraphs(*lines)
 
 
@@ -195,7 +196,7 @@ def table_texts(results_dir: Path, config: BenchConfig, rows1: list[dict[str, An
                            scale_text(context2, per_class=False),
                            protocols_text((TABLE2_PROTOCOL,), config) + " Test error: mean ± 1.96 std over the "
                            "draws, as the original analysis printed it.",
-                           moved_choices(results_dir / f"{TABLE2}.csv", rows2),
+                           moved_choices(results_dir / f"{TABLE2}.csv", rows2), update_note(rows2),
                            provenance_text(TABLE2, record, seconds, config, rows2))
     return {
         results_dir / f"{TABLE1}.md": render_markdown(
