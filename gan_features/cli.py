@@ -74,7 +74,8 @@ def _device_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("compute")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, or auto (default: auto)")
     g.add_argument("--precision", default="bf16", choices=["fp32", "bf16"],
-                   help="bf16 autocast is 2-4x faster on CPU here (default: bf16)")
+                   help="bf16 autocast: faster than fp32 where bfloat16 is native (CUDA, AVX512-BF16, AMX), ~2x slower "
+                        "where the CPU emulates it (default: bf16, the precision of the committed tables)")
     return p
 
 

@@ -71,7 +71,7 @@ class BenchConfig:
     results_dir: str | None = None  # default: DEFAULT_RESULTS_DIRS[scale] (results, results/ci); toy: required
     cache_dir: str | None = None  # default: $GAN_FEATURES_CACHE/bench, else ~/.cache/gan-features/bench
     seed: int = 0  # protocols (validation splits, label draws) and the random discriminator
-    precision: str = "bf16"  # feature extraction; bf16 autocast is 2-4x faster on CPU
+    precision: str = "bf16"  # feature extraction: the committed tables' precision
     device: str = "auto"
     batch_size: int = 256
     kmeans_centroids: int | None = DEFAULT_KMEANS_CENTROIDS  # None or 0: no k-means row
