@@ -39,8 +39,9 @@ def run_bench(config: BenchConfig) -> dict[str, Path]:
 
     All four files are written together at the end, atomically: a failure anywhere leaves the
     previous tables as they were. With ``config.update`` the rows of every representation not
-    measured now are kept from those previous tables (:mod:`.kept`). With ``config.saved_only`` nothing is measured: the tables show the
-    rows kept in the cache, the rest marked "not measured yet". Returns {file name: path}.
+    measured now are kept from those previous tables (:mod:`.kept`). With ``config.saved_only``
+    nothing is measured: the tables show the rows kept in the cache, the rest marked "not measured
+    yet". Returns {file name: path}.
     """
     started = time.perf_counter()
     results_dir, cache_dir = Path(config.results_dir), Path(config.cache_dir).expanduser()
