@@ -23,7 +23,8 @@ def pick_device(name: str) -> torch.device:
 
 
 def autocast(device: torch.device, precision: str):
-    """bf16 autocast (2-4x faster than fp32 on a CPU with AVX512-BF16 or AMX; ~2x slower where emulated), or nothing for fp32."""
+    """bf16 autocast (2-4x faster than fp32 on a CPU with AVX512-BF16 or AMX; ~2x slower where
+    emulated), or nothing for fp32."""
     if precision not in PRECISIONS:
         raise GanFeaturesError(f"unknown precision {precision!r}: use one of {', '.join(PRECISIONS)}")
     if precision == "bf16":

@@ -22,7 +22,7 @@ from ..errors import GanFeaturesError
 SETTING_COLUMNS = ("scale", "dataset", "train_rows", "test_rows", "subset_seed", "train_subset_sha256",
                    "test_subset_sha256", "seed", "protocol_overrides", "Cs", "svm", "knn_k", "knn_temperature",
                    "knn_precision")
-KEPT_COLUMN = "kept"  # on a kept row: from which earlier table (this run's bench_config says how it was told)
+KEPT_COLUMN = "kept"  # on a kept row: the file name of the earlier table it was kept from
 _INTEGER = re.compile(r"-?\d+")
 
 
@@ -63,13 +63,12 @@ def updated_rows(previous_csv: Path, rows: list[dict[str, Any]], precision: str)
         previous = [row for row in read_table_rows(previous_csv, text_columns) if row.get("kind") != "paper"]
     except (OSError, csv.Error, UnicodeDecodeError) as error:
         raise GanFeaturesError(f"--update cannot read the table it would update, {previous_csv}: {error}") from None
-    measured_now = {row["model"] for row in fresh}
     by_model: dict[str, list[dict[str, Any]]] = {}
     for row in fresh:
         by_model.setdefault(row["model"], []).append(row)
     merged = [row for row in rows if row["kind"] == "paper"]
     for model in dict.fromkeys(row["model"] for row in previous):
-        if model in measured_now:
+        if model in by_model:  # measured by this run: its rows replace the earlier ones
             merged += by_model.pop(model)
             continue
         for row in (row for row in previous if row["model"] == model):

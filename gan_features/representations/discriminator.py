@@ -200,8 +200,8 @@ class DiscriminatorFeatures(Representation):
     statistics over the training images (``spec.batchnorm == "recompute"``, the paper's way) or
     takes the checkpoint's running ones; the features are every chosen block pooled to the spec's grid.
 
-    ``precision``: "bf16" autocast (faster where the device multiplies bfloat16 natively) or "fp32"; ``batch_size``, ``num_workers``:
-    the feature pass's DataLoader (they do not change the features).
+    ``precision``: "bf16" autocast (faster where the device multiplies bfloat16 natively) or "fp32";
+    ``batch_size``, ``num_workers``: the feature pass's DataLoader (they do not change the features).
     """
 
     kind = "discriminator"
