@@ -11,8 +11,8 @@ How a run keeps the test set out of every choice:
 1. :meth:`Protocol.plan` makes every random choice up front (validation split, label draws) from
    ONE ``numpy`` Generator seeded with ``seed``, looking at the TRAINING labels only;
 2. each C of the grid is scored on validation rows of the training store, and C is chosen
-   (``cifar10``/``holdout`` with ``patience`` > 0: among the Cs its ascending path reached before
-   that many Cs in a row scored no better than the best before them);
+   (with ``patience`` > 0: among the Cs reached, in ascending order, before that many Cs in a row
+   scored no better on validation than the best before them; the largest Cs cost the most);
 3. only then is the test store read, once, by the models fitted with that C.
 
 Scores are percentages (accuracy for the CIFAR-10 protocols, error for SVHN, as the paper reports
@@ -31,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,7 +44,7 @@ from .provenance import provenance
 from .store import FeatureStore, StoreLike, check_store_pair, read_rows, rows_per_block
 from .store import opened_store as _opened
 from .store import store_pair_provenance as _store_provenance
-from .svm import GRAM_MAX_ROW_FRACTION, LinearL2SVM, StoreGram, fit_c_path
+from .svm import GRAM_MAX_ROW_FRACTION, LinearL2SVM, StoreGram, fit_c_path, iter_c_path
 
 PAPER_CS: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)  # the original SVHN analysis' grid
 
@@ -171,6 +171,7 @@ class Protocol(abc.ABC):
             wall_time_s=time.perf_counter() - started, provenance={**stores, **provenance()},
             resumed_fits=tally.resumed, resumed_fit_seconds=tally.resumed_seconds)
 
+    @abc.abstractmethod
     def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, on_fit: "_FitTally",
              checkpoint_dir: Path | None, gram: StoreGram | None
              ) -> tuple[dict[float, list[int]], float, list, list[int] | None]:
@@ -178,25 +179,10 @@ class Protocol(abc.ABC):
         checkpointed per C in ``checkpoint_dir``, one subdirectory per path; ``on_fit`` after each
         fit; each fit on its own rows of ``gram`` when there is one).
 
-        Returns correct validation predictions per C (one count per fit), the chosen C, the final
-        models and their correct validation predictions (None when they trained on validation rows).
+        Returns correct validation predictions per C (one count per fit, the grid's order, the Cs
+        fitted), the chosen C, the final models and their correct validation predictions (None
+        when they trained on validation rows).
         """
-        X_val, y_val = read_rows(store, plan.validation)
-        correct: dict[float, list[int]] = {C: [] for C in self.Cs}
-        for index, (rows, Cs) in enumerate(plan.selection):
-            X, y = read_rows(store, rows)
-            path = fit_c_path(X, y, list(Cs), on_fit=on_fit, checkpoint_dir=_path_directory(checkpoint_dir, index),
-                              gram=_rows_of(gram, rows), **svm_params)
-            for C, model in zip(Cs, path):
-                correct[C].append(_correct(model, X_val, y_val))
-        chosen_C = self._choose(correct, len(y_val))
-        models, final_correct = [], []
-        for rows in plan.final:
-            X, y = read_rows(store, rows)
-            models.append(LinearL2SVM(C=chosen_C, **svm_params).fit(X, y, gram=_rows_of(gram, rows)))
-            final_correct.append(_correct(models[-1], X_val, y_val))
-            on_fit(models[-1])
-        return correct, chosen_C, models, final_correct
 
     def _score(self, correct: int, total: int) -> float:
         return 100.0 * (correct if self.metric == "accuracy" else total - correct) / total
@@ -307,11 +293,15 @@ class _LabelDraws(Protocol):
     validation_size: int = 10_000
     selection_draws: int = 10
     test_draws: int = 100
+    # > 0: Cs are fitted in ascending order, every draw's path in step, and none beyond the C at which
+    # this many Cs in a row scored no better (mean over their draws) than the best before them.
+    patience: int = 0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for key in ("n_per_class", "validation_size", "selection_draws", "test_draws"):
             _set(self, key, _int(key, getattr(self, key), minimum=1))
+        _set(self, "patience", _int("patience", self.patience, minimum=0))
 
     def plan(self, labels: np.ndarray) -> Plan:
         labels = np.asarray(labels)
@@ -340,6 +330,43 @@ class _LabelDraws(Protocol):
         else:
             selection = tuple((draw(), self.Cs) for _ in range(self.selection_draws))
         return Plan(validation=validation, selection=selection, final=tuple(draw() for _ in range(self.test_draws)))
+
+    def _fit(self, plan: Plan, store: FeatureStore, svm_params: dict, on_fit: "_FitTally",
+             checkpoint_dir: Path | None, gram: StoreGram | None
+             ) -> tuple[dict[float, list[int]], float, list, list[int] | None]:
+        """As :meth:`Protocol._fit`, one C at a time in ascending order across all selection paths
+        (each draw's path warm-started and kept until its last C), so that ``patience`` can stop
+        them all at once; a draw's rows are read when its first C comes up."""
+        X_val, y_val = read_rows(store, plan.validation)
+        counts: dict[float, list[int]] = {}  # correct validation predictions per C fitted, ascending
+        paths: dict[int, Iterator[LinearL2SVM]] = {}
+        for C in sorted(set(self.Cs)):
+            counts[C] = []
+            for index, (rows, Cs) in enumerate(plan.selection):
+                if C not in Cs:
+                    continue
+                if index not in paths:
+                    X, y = read_rows(store, rows)
+                    paths[index] = iter_c_path(X, y, Cs, on_fit=on_fit, gram=_rows_of(gram, rows),
+                                               checkpoint_dir=_path_directory(checkpoint_dir, index), **svm_params)
+                    del X, y  # held by the path only
+                model = next(paths[index])
+                counts[C].append(_correct(model, X_val, y_val))
+                if C == max(Cs):
+                    del paths[index]  # its last C: the path's data are freed
+            if no_better_for([float(np.mean(c)) for c in counts.values()], self.patience):
+                on_fit.skip(sum(C_ > C for _, Cs in plan.selection for C_ in Cs))
+                break
+        paths.clear()
+        correct = {C: counts[C] for C in self.Cs if C in counts}  # the grid's order: ties go to the first
+        chosen_C = self._choose(correct, len(y_val))
+        models, final_correct = [], []
+        for rows in plan.final:
+            X, y = read_rows(store, rows)
+            models.append(LinearL2SVM(C=chosen_C, **svm_params).fit(X, y, gram=_rows_of(gram, rows)))
+            final_correct.append(_correct(models[-1], X_val, y_val))
+            on_fit(models[-1])
+        return correct, chosen_C, models, final_correct
 
 
 @register

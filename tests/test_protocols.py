@@ -159,10 +159,10 @@ def test_progress_bar_advances_once_per_fit_and_ends_full(stores, monkeypatch, n
     small(name).run(stores["train"], stores["test"], svm_params=SVM, progress=True)
     (bar,) = bars
     assert bar.steps == [1] * bar.expected
-    if name in ("cifar10", "holdout"):  # a path stopped by patience takes its unmade fits off the total
-        get_protocol(name, Cs=(1e-5, 1e-4, 1e-3, 1e-2, 0.1), patience=1, seed=3,
-                     validation_fraction=0.2).run(stores["train"], stores["test"], svm_params=SVM, progress=True)
-        assert len(bars[1].steps) == bars[1].total < bars[1].expected
+    # paths stopped by patience take their unmade fits off the total
+    get_protocol(name, **{**SMALL[name], "Cs": (1e-5, 1e-4, 1e-3, 1e-2, 0.1), "patience": 1, "seed": 3}).run(
+        stores["train"], stores["test"], svm_params=SVM, progress=True)
+    assert len(bars[1].steps) == bars[1].total < bars[1].expected
 
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar10-400"])
@@ -287,6 +287,40 @@ def test_cifar10_patience_stops_the_ascending_path_as_a_plain_rendering(stores, 
     final = LinearL2SVM(C=best, **SVM).fit(X[plan.final[0]], y[plan.final[0]])
     np.testing.assert_allclose(result.test.mean, 100 * final.score(X_test, y_test))
     assert result.params["patience"] == patience  # recorded with the result
+
+
+@pytest.mark.parametrize("name", ["cifar10-400", "svhn-1000"])
+@pytest.mark.parametrize("patience", [1, 7])
+def test_draw_protocols_patience_stops_every_draw_at_the_same_C(stores, name, patience):
+    """With ``patience`` the draws' paths go up the grid in step and all stop once that many Cs in a
+    row score no better (validation score averaged over their draws) than the best before them: the
+    same validation scores, choice and test score as fitting each C of each draw on its own and
+    stopping there by hand; the draws themselves are those of the plan without patience."""
+    grid = (10.0, 1.0, 0.1, 1e-2, 1e-3, 1e-4, 1e-5)  # descending on purpose
+    protocol = get_protocol(name, Cs=grid, seed=3, patience=patience, **SMALL[name])
+    result = protocol.run(stores["train"], stores["test"], svm_params=SVM, progress=False)
+    X, y, _ = load_store(stores["train"])
+    X_test, y_test, _ = load_store(stores["test"])
+    plan = protocol.plan(y)
+    unstopped = dataclasses.replace(protocol, patience=0).plan(y)
+    for ours, theirs in zip([plan.validation, *(r for r, _ in plan.selection), *plan.final],
+                            [unstopped.validation, *(r for r, _ in unstopped.selection), *unstopped.final],
+                            strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    correct = {}
+    for C in sorted(grid):
+        correct[C] = np.mean([np.count_nonzero(LinearL2SVM(C=C, **SVM).fit(X[rows], y[rows]).predict(
+            X[plan.validation]) == y[plan.validation]) for rows, Cs in plan.selection if C in Cs])
+        if no_better_for(list(correct.values()), patience):
+            break
+    fitted = [C for C in grid if C in correct]
+    best = fitted[int(np.argmax([correct[C] for C in fitted]))]
+    assert (len(fitted) < len(grid)) is (patience == 1)
+    assert result.validation["C"].tolist() == fitted and result.chosen_C == best
+    tests = [LinearL2SVM(C=best, **SVM).fit(X[rows], y[rows]).score(X_test, y_test) for rows in plan.final]
+    expected = 100 * np.mean(tests) if name == "cifar10-400" else 100 * (1 - np.mean(tests))
+    np.testing.assert_allclose(result.test.mean, expected)
+    assert result.params["patience"] == patience
 
 
 def test_cifar10_400_draws_are_disjoint_from_validation_and_shared_across_C(stores):

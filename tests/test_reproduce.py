@@ -66,8 +66,10 @@ def test_toy_protocols_fit_the_toy_subset_and_ci_ones_are_unchanged(tmp_path):
     toy = BenchConfig(scale="toy", results_dir=str(tmp_path / "toy"), cache_dir=str(tmp_path))
     few = make_protocol("cifar10-400", toy)
     assert (few.n_per_class, few.validation_size, few.selection_draws, few.test_draws) == (40, 200, 2, 3)
-    assert make_protocol("cifar10", toy).params == make_protocol("cifar10", BenchConfig(
-        scale="full", cache_dir=str(tmp_path))).params  # all labels: the full-scale protocol as it is
+    assert make_protocol("cifar10", toy).params == {**make_protocol("cifar10", BenchConfig(
+        scale="full", cache_dir=str(tmp_path))).params, "patience": 2}  # all labels: full scale's, path stopped
+    assert all(make_protocol(name, scale).patience == 2 for name in ("cifar10", "cifar10-400", "svhn-1000")
+               for scale in (toy, BenchConfig(cache_dir=str(tmp_path))))
     svhn = make_protocol("svhn-1000", toy)
     assert (svhn.n_per_class, svhn.validation_size, svhn.selection_draws, svhn.test_draws) == (20, 200, 2, 3)
     ci = make_protocol("cifar10-400", BenchConfig(cache_dir=str(tmp_path)))

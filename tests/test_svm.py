@@ -23,7 +23,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gan_features.store import FeatureStore, write_features
 from gan_features.errors import GanFeaturesError
-from gan_features.svm import GRAM_BLOCK_ROWS, LinearL2SVM, evaluate, fit_c_path, fit_c_path_store, primal_objective
+from gan_features.svm import (GRAM_BLOCK_ROWS, LinearL2SVM, evaluate, fit_c_path, fit_c_path_store, iter_c_path,
+                              primal_objective)
 from gan_features.svm.estimator import DEFAULT_PRECONDITIONER_RANK
 from gan_features.svm.rows import _TensorRows
 from gan_features.svm.tensors import _as_tensor
@@ -246,6 +247,26 @@ def test_warm_started_path_equals_cold_fits(ten_classes):
     for C in (1e-2, 2e-2):
         warm = next(model for model in path if model.C == C).solver_stats_["hessian_passes"]
         assert warm < cold[C].solver_stats_["hessian_passes"]
+
+
+@pytest.mark.parametrize("backend", ["torch", "liblinear"])
+def test_iter_c_path_fits_one_C_per_step_ascending_and_equals_the_path(ten_classes, backend):
+    """Each distinct C is fitted only when the iterator is advanced, smallest first, warm-started as
+    fit_c_path's; bad arguments fail when it is called, before any step."""
+    X, y, _, _ = ten_classes
+    Cs = [2e-2, 5e-3, 1e-2, 5e-3]
+    params = dict(backend=backend) if backend == "liblinear" else dict(hessian_dtype="float32")
+    fitted = []
+    models = iter_c_path(X, y, Cs, on_fit=lambda model: fitted.append(model.C), **params)
+    assert fitted == []
+    first = next(models)
+    assert first.C == 5e-3 and fitted == [5e-3]
+    stepped = [first, *models]
+    assert [model.C for model in stepped] == fitted == [5e-3, 1e-2, 2e-2]
+    for model, same in zip(stepped, fit_c_path(X, y, sorted(set(Cs)), **params)):
+        np.testing.assert_array_equal(model.coef_, same.coef_)
+    with pytest.raises(ValueError, match="Cs is empty"):
+        iter_c_path(X, y, [], **params)
 
 
 @pytest.mark.parametrize("backend", ["torch", "liblinear"])

@@ -79,8 +79,11 @@ def protocols_text(names: Sequence[str], config: BenchConfig) -> str:
             text = ", ".join(filter(None, [text, f"C from {_grid(protocol.Cs)}"]))
         parts.append(f"`{name}`" + (f" with {text}" if text else ""))
     grid = "" if len(grids) > 1 else f", from {_grid(protocols[0].Cs)}"
+    patience = ("; patience=N: Cs are fitted in ascending order up to the one at which N Cs in a row scored no "
+                "better on validation than the best before them" if any(protocol.params.get("patience")
+                                                                         for protocol in protocols) else "")
     return (f"Protocols: {'; '.join(parts)} (seed {config.seed}); C chosen on validation rows of the training "
-            f"split, never on test{grid}; '(grid edge)' marks a choice at the grid's end.")
+            f"split, never on test{grid}{patience}; '(grid edge)' marks a choice at the grid's end.")
 
 
 def _grid(Cs: Sequence[float]) -> str:

@@ -83,8 +83,20 @@ def _fit_path(template: LinearL2SVM, problem: _Problem, Cs: Sequence[float],
     with ``checkpoint_dir`` each C is saved there and Cs already saved are loaded, not refitted.
     ``stop(model)`` runs after ``on_fit``; when it returns True the larger Cs are not fitted and
     are left out of the list (the largest Cs cost the most: most of a path's time)."""
-    checkpoint = None if checkpoint_dir is None else _PathCheckpoint(checkpoint_dir, template, problem)
     fitted: dict[float, LinearL2SVM] = {}
+    for model in _path_models(template, problem, Cs, on_fit, checkpoint_dir):
+        fitted[model.C] = model
+        if stop is not None and stop(model):
+            break
+    return _in_given_order(Cs, fitted)
+
+
+def _path_models(template: LinearL2SVM, problem: _Problem, Cs: Sequence[float],
+                 on_fit: Callable[[LinearL2SVM], None] | None = None,
+                 checkpoint_dir: str | os.PathLike | None = None) -> Iterator[LinearL2SVM]:
+    """The fitted model of each distinct C in ascending order, each warm-started from the last,
+    fitted only when asked for (see :func:`_fit_path`)."""
+    checkpoint = None if checkpoint_dir is None else _PathCheckpoint(checkpoint_dir, template, problem)
     for C in sorted(set(float(C) for C in Cs)):
         model = clone(template).set_params(C=C)
         model.solver_settings()  # checks this C
@@ -95,12 +107,14 @@ def _fit_path(template: LinearL2SVM, problem: _Problem, Cs: Sequence[float],
             model.set_solution(*problem.solve(C))
             if checkpoint is not None:
                 checkpoint.save(C, model, problem)
-        fitted[C] = model
         if on_fit is not None:
             on_fit(model)
-        if stop is not None and stop(model):
-            break
-    # A C given twice gets two independent model objects.
+        yield model
+
+
+def _in_given_order(Cs: Sequence[float], fitted: dict[float, LinearL2SVM]) -> list[LinearL2SVM]:
+    """The fitted models in the order of ``Cs``, Cs not fitted left out; a C given twice gets two
+    independent model objects."""
     return [copy.deepcopy(fitted[float(C)]) if seen else fitted[float(C)] for C, seen in _first_seen(Cs)
             if float(C) in fitted]
 
@@ -120,7 +134,7 @@ def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], Non
 
     ``stop(model)``, after each fit in ascending C order: True ends the path there, and the Cs
     not fitted are left out of the list (for example once validation accuracy has stopped
-    improving: :class:`~gan_features.protocols.Cifar10`'s ``patience``).
+    improving: the protocols' ``patience``).
 
     ``checkpoint_dir`` (``"torch"`` only): save each fitted C there, and load the Cs a stopped run
     saved instead of refitting them (only if rows, labels and settings match; keep one directory
@@ -132,30 +146,61 @@ def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], Non
     ``liblinear`` fits each C from scratch.
     """
     Cs = list(Cs)
+    template = LinearL2SVM(**params)
+    if stop is None and template.backend == "liblinear":  # independent fits, in the order given
+        _check_path_arguments(Cs, template, checkpoint_dir, gram)
+        models = []
+        for C in Cs:
+            models.append(clone(template).set_params(C=C).fit(X, y))
+            if on_fit is not None:
+                on_fit(models[-1])
+        return models
+    fitted: dict[float, LinearL2SVM] = {}
+    for model in iter_c_path(X, y, Cs, on_fit=on_fit, checkpoint_dir=checkpoint_dir, gram=gram, **params):
+        fitted[model.C] = model
+        if stop is not None and stop(model):
+            break
+    return _in_given_order(Cs, fitted)
+
+
+def iter_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], None] | None = None,
+                checkpoint_dir: str | os.PathLike | None = None, gram=None, **params) -> Iterator[LinearL2SVM]:
+    """:func:`fit_c_path` one C at a time: the fitted model of each distinct C in ascending order,
+    each fitted only when the iterator is advanced (warm-started from the last with ``"torch"``).
+    The arguments are checked, and the data wrapped, when it is called.
+
+    Several paths advanced in step let a caller stop all of them at the same C, as a protocol whose
+    C is chosen by a score averaged over several draws does (``patience``); an abandoned iterator
+    fits nothing more and frees its data.
+    """
+    Cs = list(Cs)
+    template = LinearL2SVM(**params)
+    _check_path_arguments(Cs, template, checkpoint_dir, gram)
+    settings = template.solver_settings()
+    if template.backend == "liblinear":
+        return _liblinear_models(template, X, y, Cs, on_fit)
+    X, index = template.validate_fit_data(X, y)
+    problem = template.in_memory_problem(X, index, settings, gram)
+    return _path_models(template, problem, Cs, on_fit, checkpoint_dir)
+
+
+def _liblinear_models(template: LinearL2SVM, X, y, Cs: Sequence[float],
+                      on_fit: Callable[[LinearL2SVM], None] | None) -> Iterator[LinearL2SVM]:
+    for C in sorted(set(map(float, Cs))):
+        model = clone(template).set_params(C=C).fit(X, y)
+        if on_fit is not None:
+            on_fit(model)
+        yield model
+
+
+def _check_path_arguments(Cs: list, template: LinearL2SVM, checkpoint_dir, gram) -> None:
     if not Cs:
         raise ValueError("Cs is empty: give at least one C")
-    template = LinearL2SVM(**params)
-    settings = template.solver_settings()
     if template.backend == "liblinear":
         if checkpoint_dir is not None:
             raise ValueError("checkpoint_dir needs backend='torch'")
         if gram is not None:
             raise ValueError("gram needs backend='torch' (LinearSVC has no Gram solver)")
-        models = []
-        for C in (sorted(set(map(float, Cs))) if stop is not None else Cs):  # a stop needs ascending order
-            models.append(clone(template).set_params(C=C).fit(X, y))
-            if on_fit is not None:
-                on_fit(models[-1])
-            if stop is not None and stop(models[-1]):
-                break
-        if stop is None:
-            return models
-        fitted = {float(model.C): model for model in models}
-        return [copy.deepcopy(fitted[float(C)]) if seen else fitted[float(C)] for C, seen in _first_seen(Cs)
-                if float(C) in fitted]
-    X, index = template.validate_fit_data(X, y)
-    problem = template.in_memory_problem(X, index, settings, gram)
-    return _fit_path(template, problem, Cs, on_fit, checkpoint_dir, stop)
 
 
 def count_saved_fits(checkpoint_dir: str | os.PathLike) -> int:
