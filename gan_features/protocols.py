@@ -20,6 +20,8 @@ them). Spreads are numpy's default population std (ddof=0), as in the original a
 
 Memory: a feature matrix is held once. Rows are read straight into one array in the order needed
 (:func:`~gan_features.store.read_rows`), fit and validation parts of it are views, and the test store is streamed.
+The few-label protocols hold every selection draw's rows at once (their paths go up the grid in step):
+5 x 4,000 x 28,672 float32, 2.3 GB, for ``cifar10-400`` at full scale.
 """
 from __future__ import annotations
 

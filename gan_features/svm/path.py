@@ -83,12 +83,7 @@ def _fit_path(template: LinearL2SVM, problem: _Problem, Cs: Sequence[float],
     with ``checkpoint_dir`` each C is saved there and Cs already saved are loaded, not refitted.
     ``stop(model)`` runs after ``on_fit``; when it returns True the larger Cs are not fitted and
     are left out of the list (the largest Cs cost the most: most of a path's time)."""
-    fitted: dict[float, LinearL2SVM] = {}
-    for model in _path_models(template, problem, Cs, on_fit, checkpoint_dir):
-        fitted[model.C] = model
-        if stop is not None and stop(model):
-            break
-    return _in_given_order(Cs, fitted)
+    return _until_stopped(_path_models(template, problem, Cs, on_fit, checkpoint_dir), Cs, stop)
 
 
 def _path_models(template: LinearL2SVM, problem: _Problem, Cs: Sequence[float],
@@ -112,9 +107,15 @@ def _path_models(template: LinearL2SVM, problem: _Problem, Cs: Sequence[float],
         yield model
 
 
-def _in_given_order(Cs: Sequence[float], fitted: dict[float, LinearL2SVM]) -> list[LinearL2SVM]:
-    """The fitted models in the order of ``Cs``, Cs not fitted left out; a C given twice gets two
-    independent model objects."""
+def _until_stopped(models: Iterator[LinearL2SVM], Cs: Sequence[float],
+                   stop: Callable[[LinearL2SVM], bool] | None) -> list[LinearL2SVM]:
+    """The models of an ascending path up to the first that ``stop`` accepts, in the order of ``Cs``
+    (Cs not fitted left out; a C given twice gets two independent model objects)."""
+    fitted: dict[float, LinearL2SVM] = {}
+    for model in models:
+        fitted[model.C] = model
+        if stop is not None and stop(model):
+            break
     return [copy.deepcopy(fitted[float(C)]) if seen else fitted[float(C)] for C, seen in _first_seen(Cs)
             if float(C) in fitted]
 
@@ -155,12 +156,8 @@ def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], Non
             if on_fit is not None:
                 on_fit(models[-1])
         return models
-    fitted: dict[float, LinearL2SVM] = {}
-    for model in iter_c_path(X, y, Cs, on_fit=on_fit, checkpoint_dir=checkpoint_dir, gram=gram, **params):
-        fitted[model.C] = model
-        if stop is not None and stop(model):
-            break
-    return _in_given_order(Cs, fitted)
+    return _until_stopped(iter_c_path(X, y, Cs, on_fit=on_fit, checkpoint_dir=checkpoint_dir, gram=gram, **params),
+                          Cs, stop)
 
 
 def iter_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], None] | None = None,
