@@ -150,12 +150,7 @@ def fit_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], Non
     template = LinearL2SVM(**params)
     if stop is None and template.backend == "liblinear":  # independent fits, in the order given
         _check_path_arguments(Cs, template, checkpoint_dir, gram)
-        models = []
-        for C in Cs:
-            models.append(clone(template).set_params(C=C).fit(X, y))
-            if on_fit is not None:
-                on_fit(models[-1])
-        return models
+        return list(_liblinear_models(template, X, y, Cs, on_fit))
     return _until_stopped(iter_c_path(X, y, Cs, on_fit=on_fit, checkpoint_dir=checkpoint_dir, gram=gram, **params),
                           Cs, stop)
 
@@ -175,7 +170,7 @@ def iter_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], No
     _check_path_arguments(Cs, template, checkpoint_dir, gram)
     settings = template.solver_settings()
     if template.backend == "liblinear":
-        return _liblinear_models(template, X, y, Cs, on_fit)
+        return _liblinear_models(template, X, y, sorted(set(map(float, Cs))), on_fit)
     X, index = template.validate_fit_data(X, y)
     problem = template.in_memory_problem(X, index, settings, gram)
     return _path_models(template, problem, Cs, on_fit, checkpoint_dir)
@@ -183,7 +178,8 @@ def iter_c_path(X, y, Cs: Sequence[float], *, on_fit: Callable[[LinearL2SVM], No
 
 def _liblinear_models(template: LinearL2SVM, X, y, Cs: Sequence[float],
                       on_fit: Callable[[LinearL2SVM], None] | None) -> Iterator[LinearL2SVM]:
-    for C in sorted(set(map(float, Cs))):
+    """An independent LinearSVC fit for each C of ``Cs``, in that order."""
+    for C in Cs:
         model = clone(template).set_params(C=C).fit(X, y)
         if on_fit is not None:
             on_fit(model)
