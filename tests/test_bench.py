@@ -620,8 +620,9 @@ def test_c_grid_comes_from_the_scale_then_the_config_then_protocol_overrides(mon
             "selection_draws=2, C from 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01 (seed 0); C chosen on "
             "validation rows of the training split, never on test; '(grid edge)'") in text
     text = bench.wording.protocols_text(bench.TABLE1_PROTOCOLS, BenchConfig(scale="full", cache_dir=str(tmp_path)))
-    assert text.startswith("Protocols: `cifar10`; `cifar10-400` (seed 0); C chosen on validation rows of the "
-                           "training split, never on test, from 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01;")
+    assert text.startswith("Protocols: `cifar10` with patience=2; `cifar10-400` with patience=2 (seed 0); C chosen on "
+                           "validation rows of the training split, never on test, from 0.0001, 0.0002, 0.0005, 0.001, "
+                           "0.002, 0.005, 0.01; patience=N:")
     toy = BenchConfig(scale="toy", results_dir=str(tmp_path / "toy"), cache_dir=str(tmp_path))
     text = bench.wording.protocols_text(bench.TABLE1_PROTOCOLS, toy)  # patience is said, and what it means
     assert text.startswith("Protocols: `cifar10` with patience=2; `cifar10-400` with n_per_class=40, ") and \

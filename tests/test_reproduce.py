@@ -20,6 +20,7 @@ import pytest
 
 from gan_features import bench, cli
 from gan_features.bench import BenchConfig, make_protocol, stratified_subset
+from gan_features.bench.config import protocol_overrides
 from gan_features.bench.splits import ci_subset
 from gan_features.data import ArrayImageDataset
 from gan_features.errors import GanFeaturesError
@@ -66,10 +67,13 @@ def test_toy_protocols_fit_the_toy_subset_and_ci_ones_are_unchanged(tmp_path):
     toy = BenchConfig(scale="toy", results_dir=str(tmp_path / "toy"), cache_dir=str(tmp_path))
     few = make_protocol("cifar10-400", toy)
     assert (few.n_per_class, few.validation_size, few.selection_draws, few.test_draws) == (40, 200, 2, 3)
-    assert make_protocol("cifar10", toy).params == {**make_protocol("cifar10", BenchConfig(
-        scale="full", cache_dir=str(tmp_path))).params, "patience": 2}  # all labels: full scale's, path stopped
+    full = BenchConfig(scale="full", cache_dir=str(tmp_path))
+    assert make_protocol("cifar10", toy).params == make_protocol("cifar10", full).params  # all labels: full scale's
     assert all(make_protocol(name, scale).patience == 2 for name in ("cifar10", "cifar10-400", "svhn-1000")
-               for scale in (toy, BenchConfig(cache_dir=str(tmp_path))))
+               for scale in (toy, full, BenchConfig(cache_dir=str(tmp_path))))
+    # at full scale patience is the only change: every other parameter is the paper protocol's default
+    assert all(protocol_overrides(make_protocol(name, full)) == {"patience": 2}
+               for name in ("cifar10", "cifar10-400", "svhn-1000"))
     svhn = make_protocol("svhn-1000", toy)
     assert (svhn.n_per_class, svhn.validation_size, svhn.selection_draws, svhn.test_draws) == (20, 200, 2, 3)
     ci = make_protocol("cifar10-400", BenchConfig(cache_dir=str(tmp_path)))
