@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import types
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -480,6 +481,19 @@ class FeatureStore:
         view.column_range = (start, stop)
         return view
 
+    def in_memory(self) -> "FeatureStore":
+        """This store with its features read into memory once (checked finite), read by everything
+        that reads stores as this store itself: same path, attributes and labels, so the same cache
+        keys and results. For many passes over one store's columns (the per-block table measures up
+        to 11 column views of each store): a column view of a file reads whole chunks, every column
+        of its rows, on every pass; one of this reads only its columns. Holds the whole matrix (5.7 GB
+        for 50,000 x 28,672 float32); it needs no closing (a view's ``close`` leaves the file alone)."""
+        view = object.__new__(type(self))
+        view.path, view._file, view.labels, view.attrs = self.path, None, self.labels, dict(self.attrs)
+        view.column_range = self.column_range
+        view.features = _InMemory(_read_whole(self), self.path)
+        return view
+
     def close(self) -> None:
         if self._file is not None:  # a column view's file is its store's
             self._file.close()
@@ -505,6 +519,27 @@ class _ColumnRange:
 
     def read_direct(self, out: np.ndarray, source_sel=None, dest_sel=None) -> None:
         self.dataset.read_direct(out, (np.s_[:] if source_sel is None else source_sel, self.columns), dest_sel)
+
+
+class _InMemory:
+    """A features matrix held in memory, read through the calls that readers make of an h5py dataset."""
+
+    def __init__(self, array: np.ndarray, path: Path):
+        self.array, self.shape, self.dtype, self.chunks = array, array.shape, array.dtype, None
+        self.file = types.SimpleNamespace(filename=str(path))  # what error messages name, as h5py's
+
+    def __getitem__(self, selection):
+        return self.array[selection]
+
+    def read_direct(self, out: np.ndarray, source_sel=None, dest_sel=None) -> None:
+        out[np.s_[:] if dest_sel is None else dest_sel] = self.array[np.s_[:] if source_sel is None else source_sel]
+
+
+def _read_whole(store: FeatureStore) -> np.ndarray:
+    """All of a store's features in their stored dtype, checked finite."""
+    features = _read_features(store, slice(None))
+    check_finite_rows(store.path, features, range(len(store)))
+    return features
 
 
 def load_store(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:

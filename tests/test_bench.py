@@ -892,7 +892,11 @@ def test_layers_table_probes_each_block_alone_and_cumulatively(bench_run, monkey
 
     for target in FEATURE_MAKERS:  # the stores of Table 1's run are read, never made again
         monkeypatch.setattr(target, lambda *a, **k: (_ for _ in ()).throw(AssertionError("features made again")))
+    read_whole = []  # each store is read into memory once for all of its block sets
+    in_memory = FeatureStore.in_memory
+    monkeypatch.setattr(FeatureStore, "in_memory", lambda store: read_whole.append(store.path) or in_memory(store))
     written = run_bench(layers_config)
+    assert len(read_whole) == 4 and len(set(read_whole)) == 4  # two discriminators' train and test stores
     assert sorted(written) == ["layers_cifar10.csv", "layers_cifar10.md", "layers_cifar10.png"]
     assert written["layers_cifar10.png"].read_bytes()[:4] == b"\x89PNG"
     rows = pd.read_csv(written["layers_cifar10.csv"])

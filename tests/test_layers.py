@@ -89,6 +89,37 @@ def test_a_view_reads_its_columns_everywhere_a_store_is_read(pair):
             store.columns(slice(5, 5))
 
 
+def test_a_store_in_memory_and_its_views_read_as_the_file_does(pair):
+    """``in_memory`` reads the file once; it and its column views give every reader the file's rows,
+    attributes and identity (same path, so the same cache keys), and closing them leaves the file open."""
+    paths, (x, y), _ = pair
+    with FeatureStore(paths["train"]) as store:
+        held = store.in_memory()
+        assert held.path == store.path and held.attrs == store.attrs and held.column_range is None
+        np.testing.assert_array_equal(held.labels, y)
+        rows = np.array([149, 3, 77, 3])
+        np.testing.assert_array_equal(read_rows(held, rows)[0], x[rows])
+        np.testing.assert_array_equal(held.load(slice(10, 20))[0], x[10:20])
+        for blocks in block_sets(store):
+            from_memory, from_file = block_view(held, blocks), block_view(store, blocks)
+            assert from_memory.attrs == from_file.attrs and from_memory.column_range == from_file.column_range
+            np.testing.assert_array_equal(read_rows(from_memory, rows)[0], read_rows(from_file, rows)[0])
+            np.testing.assert_array_equal(np.concatenate([c for _, c in from_memory.iter_chunks(40)]),
+                                          x[:, blocks.columns])
+            assert cache_directory(from_memory) == cache_directory(from_file)
+        held.close()
+        assert store.features.shape == (150, 7168)  # still open
+
+
+def test_a_store_in_memory_refuses_non_finite_features_in_one_line(tmp_path):
+    x, y = features(20, 0)
+    x[7, 5] = np.nan
+    path = write_features(tmp_path / "f.h5", x, y, {**ATTRS, "split": "train"})
+    with FeatureStore(path) as store, pytest.raises(GanFeaturesError, match="row 7 has NaN or infinite") as error:
+        store.in_memory()
+    assert "\n" not in str(error.value)
+
+
 def test_probes_of_a_view_equal_those_of_a_store_holding_only_its_columns(pair, tmp_path):
     """What a block set measures through the view is what a store of just those columns measures."""
     paths, train, test = pair
@@ -103,11 +134,16 @@ def test_probes_of_a_view_equal_those_of_a_store_holding_only_its_columns(pair, 
         view_train, view_test = block_view(whole_train, blocks), block_view(whole_test, blocks)
         by_view = protocol.run(view_train, view_test, progress=False, gram_cache=False)
         knn_view = knn_probe(view_train, view_test, ks=(5,), progress=False)
+        held = block_view(whole_train.in_memory(), blocks), block_view(whole_test.in_memory(), blocks)
+        by_held = protocol.run(*held, progress=False, gram_cache=False)
+        knn_held = knn_probe(*held, ks=(5,), progress=False)
     by_store = protocol.run(written["train"], written["test"], progress=False, gram_cache=False)
     knn_store = knn_probe(written["train"], written["test"], ks=(5,), progress=False)
     assert by_view.chosen_C == by_store.chosen_C
     assert by_view.test.mean == pytest.approx(by_store.test.mean, abs=1e-9)
     assert knn_view.accuracy == knn_store.accuracy
+    assert (by_held.chosen_C, by_held.test.mean, knn_held.accuracy) == (by_view.chosen_C, by_view.test.mean,
+                                                                        knn_view.accuracy)
     assert by_view.provenance["dimension"] == 2048
 
 

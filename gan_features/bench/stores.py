@@ -7,6 +7,7 @@ it (``<store>.json``), so a reused store still reports them.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -43,7 +44,8 @@ from .config import checkpoint_layers
 class Features:
     """One representation's train and test stores, and how they were made (CSV columns).
 
-    ``blocks``: only these conv blocks' columns of the stores are measured (:meth:`for_blocks`)."""
+    ``blocks``: only these conv blocks' columns of the stores are measured (:meth:`for_blocks`);
+    ``held``: the (train, test) stores in memory (:class:`HeldStores`), read instead of the files."""
 
     label: str
     kind: str
@@ -53,29 +55,47 @@ class Features:
     feature_units: int | None  # as the paper counts them: the most maps (or centroids) of one layer
     info: dict[str, Any]
     blocks: BlockSet | None = None
+    held: "HeldStores | None" = field(default=None, repr=False, compare=False)
 
     @property
     def title(self) -> str:
         """The label, and the block set when only some blocks are measured (progress messages)."""
         return self.label if self.blocks is None else f"{self.label} [{self.blocks.name}]"
 
-    def for_blocks(self, blocks: BlockSet) -> "Features":
-        """These features restricted to ``blocks``; when the blocks fill every column, the stores are
-        measured whole (the same measurement, and cached row, as the whole table's)."""
+    def for_blocks(self, blocks: BlockSet, held: "HeldStores | None" = None) -> "Features":
+        """These features restricted to ``blocks`` (read from ``held``, the stores in memory, if
+        given); when the blocks fill every column, the stores are measured whole (the same
+        measurement, and cached row, as the whole table's)."""
         if blocks.dimension == self.dimension:
-            return self
+            return dataclasses.replace(self, held=held)
         info = {**self.info, "layers": ",".join(map(str, blocks.layers))}
         return dataclasses.replace(self, dimension=blocks.dimension, feature_units=blocks.units, info=info,
-                                   blocks=blocks)
+                                   blocks=blocks, held=held)
 
     @contextmanager
     def opened(self) -> Iterator[tuple[FeatureStore, FeatureStore]]:
-        """The (train, test) stores, open; column views of :attr:`blocks` when set."""
-        with FeatureStore(self.train_store) as train, FeatureStore(self.test_store) as test:
+        """The (train, test) stores, open (or the held ones); column views of :attr:`blocks` when set."""
+        with contextlib.ExitStack() as stack:
+            train, test = self.held.stores() if self.held else (stack.enter_context(FeatureStore(self.train_store)),
+                                                                 stack.enter_context(FeatureStore(self.test_store)))
             if self.blocks is None:
                 yield train, test
             else:
                 yield block_view(train, self.blocks), block_view(test, self.blocks)
+
+
+class HeldStores:
+    """A representation's open (train, test) stores, read into memory when first asked for
+    (:meth:`FeatureStore.in_memory`), so that many column views are measured from one read of each
+    file; a run that reuses every measurement reads nothing."""
+
+    def __init__(self, train: FeatureStore, test: FeatureStore):
+        self._files, self._held = (train, test), None
+
+    def stores(self) -> tuple[FeatureStore, FeatureStore]:
+        if self._held is None:
+            self._held = tuple(store.in_memory() for store in self._files)
+        return self._held
 
 
 class NotMeasured(Exception):
