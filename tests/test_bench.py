@@ -182,6 +182,28 @@ def test_paper_rows_are_the_papers():
 
 # ---------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
+def test_held_stores_read_each_file_once_unless_the_pair_is_too_large_for_memory(bench_run, monkeypatch):
+    """Table 1's protocols and k-NN read a representation's stores from memory, one read of each file,
+    the same rows as the files; a pair larger than its share of RAM is read from the files every time."""
+    from gan_features.bench import stores
+
+    _, _, paths, _ = bench_run
+    row = pd.read_csv(paths["table1_cifar10.csv"]).query("source == 'measured'").iloc[0]
+    features = stores.Features(label="x", kind="k", train_store=Path(row["train_store"]),
+                               test_store=Path(row["test_store"]), dimension=int(row["feature_dimension"]),
+                               feature_units=None, info={})
+    held = features.holding()
+    with held.opened() as (train, test), features.opened() as (train_file, test_file):
+        assert train._file is None and test._file is None  # in memory: no file behind them
+        np.testing.assert_array_equal(train.load()[0], train_file.load()[0])
+        np.testing.assert_array_equal(test.labels, test_file.labels)
+    with held.opened() as (again, _):
+        assert again is train  # kept, not read again
+    monkeypatch.setattr(stores, "physical_memory", lambda: 1 << 20)  # 1 MiB of RAM: nothing fits
+    with features.holding().opened() as (train, _):
+        assert train._file is not None  # read from the file
+
+
 def test_table1_has_papers_rows_verbatim_then_ours_with_provenance(bench_run):
     tmp, config, paths, prepared = bench_run
     assert sorted(paths) == ["table1_cifar10.csv", "table1_cifar10.md", "table2_svhn.csv", "table2_svhn.md"]

@@ -21,7 +21,7 @@ from . import config as conf
 from .config import LAYERS_PROTOCOL, LAYERS_TABLE, BenchConfig
 from .kept import update_note
 from .measure import knn_protocols, measure_or_pending, pending_row
-from .stores import FeatureCache, HeldStores, NotMeasured, discriminator_features
+from .stores import FeatureCache, NotMeasured, discriminator_features
 from .tables import long_table
 from .wording import (C_text, knn_note, number, paragraphs, partial_line, pending_text, protocols_text,
                       provenance_text, scale_text, scale_title, seconds_text, svm_seconds_text)
@@ -42,16 +42,16 @@ def layer_rows(config: BenchConfig, discriminators: list[tuple[str, str, str]], 
             rows += [pending_row("layers", missing.label, missing.kind, name, context, "no features yet")
                      for name in names]
             continue
-        with FeatureStore(features.train_store) as train_store, FeatureStore(features.test_store) as test_store:
-            held = HeldStores(train_store, test_store)  # read once, when a set is first measured, for all of them
-            for blocks in block_sets(train_store):
-                part = features.for_blocks(blocks, held)
-                for row in measure_or_pending(TABLE_ROW, lambda: part, (LAYERS_PROTOCOL,), config, context, cache,
-                                              knn_device=device if config.knn else None):
-                    rows.append({**row, "table": "layers", "blocks": blocks.name,
-                                 "layers": ",".join(map(str, blocks.layers)), "alone": blocks.alone,
-                                 "cumulative": blocks.cumulative})
-            del held  # the stores' matrices: freed before the next discriminator's are read
+        features = features.holding()  # each store read once, when a set is first measured, for all of them
+        with FeatureStore(features.train_store) as store:
+            sets = block_sets(store)
+        for blocks in sets:
+            part = features.for_blocks(blocks)
+            for row in measure_or_pending(TABLE_ROW, lambda: part, (LAYERS_PROTOCOL,), config, context, cache,
+                                          knn_device=device if config.knn else None):
+                rows.append({**row, "table": "layers", "blocks": blocks.name,
+                             "layers": ",".join(map(str, blocks.layers)), "alone": blocks.alone,
+                             "cumulative": blocks.cumulative})
     return rows
 
 

@@ -62,22 +62,27 @@ class Features:
         """The label, and the block set when only some blocks are measured (progress messages)."""
         return self.label if self.blocks is None else f"{self.label} [{self.blocks.name}]"
 
-    def for_blocks(self, blocks: BlockSet, held: "HeldStores | None" = None) -> "Features":
-        """These features restricted to ``blocks`` (read from ``held``, the stores in memory, if
-        given); when the blocks fill every column, the stores are measured whole (the same
-        measurement, and cached row, as the whole table's)."""
+    def for_blocks(self, blocks: BlockSet) -> "Features":
+        """These features restricted to ``blocks``; when the blocks fill every column, the stores are
+        measured whole (the same measurement, and cached row, as the whole table's)."""
         if blocks.dimension == self.dimension:
-            return dataclasses.replace(self, held=held)
+            return self
         info = {**self.info, "layers": ",".join(map(str, blocks.layers))}
         return dataclasses.replace(self, dimension=blocks.dimension, feature_units=blocks.units, info=info,
-                                   blocks=blocks, held=held)
+                                   blocks=blocks)
+
+    def holding(self) -> "Features":
+        """These features, their stores read into memory when first measured and kept for every later
+        measurement of them and of their block sets (:class:`HeldStores`)."""
+        return dataclasses.replace(self, held=HeldStores(self.train_store, self.test_store))
 
     @contextmanager
     def opened(self) -> Iterator[tuple[FeatureStore, FeatureStore]]:
-        """The (train, test) stores, open (or the held ones); column views of :attr:`blocks` when set."""
+        """The (train, test) stores, open (or held in memory); column views of :attr:`blocks` when set."""
         with contextlib.ExitStack() as stack:
-            train, test = self.held.stores() if self.held else (stack.enter_context(FeatureStore(self.train_store)),
-                                                                 stack.enter_context(FeatureStore(self.test_store)))
+            held = self.held.stores() if self.held is not None else None
+            train, test = held or (stack.enter_context(FeatureStore(self.train_store)),
+                                   stack.enter_context(FeatureStore(self.test_store)))
             if self.blocks is None:
                 yield train, test
             else:
@@ -85,17 +90,38 @@ class Features:
 
 
 class HeldStores:
-    """A representation's open (train, test) stores, read into memory when first asked for
-    (:meth:`FeatureStore.in_memory`), so that many column views are measured from one read of each
-    file; a run that reuses every measurement reads nothing."""
+    """A representation's (train, test) stores, read into memory when first asked for
+    (:meth:`FeatureStore.in_memory`) and kept: its protocols, k-NN probe and block sets then read
+    each file once. Re-reading is what it saves: a full-scale training store is 5.7 GB, read from
+    this machine's disk at ~180 MB/s through HDF5 whenever the page cache lost it to the fits'
+    own matrices, and a column view of a file reads every column of its rows. Pairs larger than
+    :data:`HOLD_MAX_RAM_FRACTION` of the machine's memory are read from the files every time
+    (:meth:`stores` returns None): the fits need room for their own copies."""
 
-    def __init__(self, train: FeatureStore, test: FeatureStore):
-        self._files, self._held = (train, test), None
+    def __init__(self, train: Path, test: Path):
+        self._paths, self._held = (train, test), None
 
-    def stores(self) -> tuple[FeatureStore, FeatureStore]:
+    def stores(self) -> tuple[FeatureStore, FeatureStore] | None:
         if self._held is None:
-            self._held = tuple(store.in_memory() for store in self._files)
-        return self._held
+            fits = sum(Path(path).stat().st_size for path in self._paths) <= HOLD_MAX_RAM_FRACTION * physical_memory()
+            self._held = tuple(_read_into_memory(path) for path in self._paths) if fits else ()
+        return self._held or None
+
+
+HOLD_MAX_RAM_FRACTION = 0.35  # 8.4 GB of 24 GiB: a full-scale 28,672-d pair (6.9 GB) is held
+
+
+def physical_memory() -> int:
+    """The machine's RAM in bytes (0 where the OS does not say: nothing is held)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def _read_into_memory(path: Path) -> FeatureStore:
+    with FeatureStore(path) as store:
+        return store.in_memory()
 
 
 class NotMeasured(Exception):
