@@ -491,7 +491,7 @@ class FeatureStore:
         view = object.__new__(type(self))
         view.path, view._file, view.labels, view.attrs = self.path, None, self.labels, dict(self.attrs)
         view.column_range = self.column_range
-        view.features = _InMemory(_read_whole(self), self.path)
+        view.features = _InMemory(self.load()[0], self.path)  # load() refuses NaN or inf in one line
         return view
 
     def close(self) -> None:
@@ -533,13 +533,6 @@ class _InMemory:
 
     def read_direct(self, out: np.ndarray, source_sel=None, dest_sel=None) -> None:
         out[np.s_[:] if dest_sel is None else dest_sel] = self.array[np.s_[:] if source_sel is None else source_sel]
-
-
-def _read_whole(store: FeatureStore) -> np.ndarray:
-    """All of a store's features in their stored dtype, checked finite."""
-    features = _read_features(store, slice(None))
-    check_finite_rows(store.path, features, range(len(store)))
-    return features
 
 
 def load_store(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:

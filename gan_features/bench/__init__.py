@@ -65,10 +65,10 @@ from . import config, layers, measure, run, splits, stores, tables
 from .config import (
     CACHE_ENV,
     CI_PROTOCOL_OVERRIDES,
-    FULL_PROTOCOL_OVERRIDES,
     CI_SIZES,
     CI_SUBSET_SEED,
     DEFAULT_KMEANS_CENTROIDS,
+    FULL_PROTOCOL_OVERRIDES,
     LAYERS_PROTOCOL,
     LAYERS_TABLE,
     NOT_MEASURED,
@@ -96,10 +96,10 @@ from .tables import long_table, moved_choices, paper_rows_table1, paper_rows_tab
 __all__ = [
     "CACHE_ENV",
     "CI_PROTOCOL_OVERRIDES",
-    "FULL_PROTOCOL_OVERRIDES",
     "CI_SIZES",
     "CI_SUBSET_SEED",
     "DEFAULT_KMEANS_CENTROIDS",
+    "FULL_PROTOCOL_OVERRIDES",
     "LAYERS_PROTOCOL",
     "LAYERS_TABLE",
     "NOT_MEASURED",

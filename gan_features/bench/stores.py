@@ -93,7 +93,7 @@ class HeldStores:
     """A representation's (train, test) stores, read into memory when first asked for
     (:meth:`FeatureStore.in_memory`) and kept: its protocols, k-NN probe and block sets then read
     each file once. Re-reading is what it saves: a full-scale training store is 5.7 GB, read from
-    this machine's disk at ~180 MB/s through HDF5 whenever the page cache lost it to the fits'
+    disk at ~180 MB/s through HDF5 (measured on a 2-core EPYC VM) whenever the page cache lost it to the fits'
     own matrices, and a column view of a file reads every column of its rows. Pairs larger than
     :data:`HOLD_MAX_RAM_FRACTION` of the machine's memory are read from the files every time
     (:meth:`stores` returns None): the fits need room for their own copies."""
