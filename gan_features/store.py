@@ -474,12 +474,8 @@ class FeatureStore:
         start, stop, step = columns.indices(self.dimension)
         if step != 1 or not 0 <= start < stop:
             raise ValueError(f"columns must be a non-empty range with step 1 within 0..{self.dimension}, got {columns}")
-        view = object.__new__(type(self))
-        view.path, view._file, view.labels = self.path, None, self.labels
-        view.features = _ColumnRange(self.features, slice(start, stop))
-        view.attrs = {**self.attrs, **attrs, "dimension": stop - start}
-        view.column_range = (start, stop)
-        return view
+        return self._view(_ColumnRange(self.features, slice(start, stop)),
+                          {**self.attrs, **attrs, "dimension": stop - start}, (start, stop))
 
     def in_memory(self) -> "FeatureStore":
         """This store with its features read into memory once (checked finite), read by everything
@@ -488,10 +484,14 @@ class FeatureStore:
         to 11 column views of each store): a column view of a file reads whole chunks, every column
         of its rows, on every pass; one of this reads only its columns. Holds the whole matrix (5.7 GB
         for 50,000 x 28,672 float32); it needs no closing (a view's ``close`` leaves the file alone)."""
+        # load() refuses NaN or inf in one line
+        return self._view(_InMemory(self.load()[0], self.path), dict(self.attrs), self.column_range)
+
+    def _view(self, features, attrs: dict, column_range: tuple[int, int] | None) -> "FeatureStore":
+        """A store of this one's path and labels over other ``features``, owning no file."""
         view = object.__new__(type(self))
-        view.path, view._file, view.labels, view.attrs = self.path, None, self.labels, dict(self.attrs)
-        view.column_range = self.column_range
-        view.features = _InMemory(self.load()[0], self.path)  # load() refuses NaN or inf in one line
+        view.path, view._file, view.labels = self.path, None, self.labels
+        view.features, view.attrs, view.column_range = features, attrs, column_range
         return view
 
     def close(self) -> None:

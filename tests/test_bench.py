@@ -204,6 +204,7 @@ def test_held_stores_read_each_file_once_unless_the_pair_is_too_large_for_memory
         assert train._file is not None  # read from the file
 
 
+@pytest.mark.slow
 def test_table1_has_papers_rows_verbatim_then_ours_with_provenance(bench_run):
     tmp, config, paths, prepared = bench_run
     assert sorted(paths) == ["table1_cifar10.csv", "table1_cifar10.md", "table2_svhn.csv", "table2_svhn.md"]
