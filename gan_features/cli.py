@@ -273,6 +273,9 @@ def _select_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="folder for the selection table (keep it out of the run folder)")
     p.add_argument("--pattern", default="epoch*.pt", help="checkpoints to score, a glob in the run folder "
                                                           "(default: epoch*.pt)")
+    p.add_argument("--also", action="append", default=[], metavar="CKPT",
+                   help="a checkpoint outside the run folder to score in the same table, e.g. the one the run "
+                        "started from with --init-from (repeatable)")
     p.add_argument("--dataset", default="cifar10", choices=sorted(READERS), help="labelled data (default: cifar10)")
     p.add_argument("--data-root", default=None, help="folder holding the dataset's official files")
     p.add_argument("--split", default="train", help="a training split (default: train); test splits are refused")

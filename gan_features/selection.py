@@ -190,14 +190,24 @@ def score_checkpoint(checkpoint: Checkpoint, fit: Rows, validation: Rows, real_s
 
 
 # ------------------------------------------------------------------------------------------ the run
-def run_checkpoints(run_dir: str | os.PathLike, pattern: str = DEFAULT_PATTERN) -> list[Path]:
-    """The checkpoints of a run folder matching ``pattern``, in name order (epoch0001.pt, epoch0002.pt, ...)."""
+def run_checkpoints(run_dir: str | os.PathLike, pattern: str = DEFAULT_PATTERN,
+                    also: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """The checkpoints of a run folder matching ``pattern``, in name order (epoch0001.pt, epoch0002.pt, ...),
+    then the files ``also`` names (say, the checkpoint a run continued with ``--init-from``, scored beside its
+    epochs in the same table), each once."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise GanFeaturesError(f"run folder {run_dir} does not exist")
     paths = sorted(p for p in run_dir.glob(pattern) if p.is_file())
     if not paths:
         raise GanFeaturesError(f"no checkpoint in {run_dir} matches {pattern!r}: check the folder or pass --pattern")
+    seen = {p.resolve() for p in paths}
+    for extra in map(Path, also):
+        if not extra.is_file():
+            raise GanFeaturesError(f"--also {extra}: no such checkpoint file")
+        if extra.resolve() not in seen:
+            seen.add(extra.resolve())
+            paths.append(extra)
     return paths
 
 

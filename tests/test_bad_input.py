@@ -342,6 +342,8 @@ CASES: list[Case] = [
     case("select-test-split", "select run --out sel --dataset digits --split test", "pass --split train",
          folder("run")),
     case("select-run-missing", "select run --out sel --dataset digits", "run folder run does not exist"),
+    case("select-also-missing", "select run --out sel --dataset digits --also gone.pt",
+         "--also gone.pt: no such checkpoint file", text("run/epoch0001.pt")),
     case("select-out-is-file", "select run --out sel --dataset digits", "sel is a file, not a folder", folder("run"),
          text("sel")),
     case("export-nothing", "export --out exported", "nothing to export"),

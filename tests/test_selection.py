@@ -176,3 +176,22 @@ def test_errors_are_one_line(run_dir, tmp_path, capsys):
     assert code == 2 and "--pattern" in err
     with pytest.raises(GanFeaturesError, match="C grid"):
         SelectionSettings(Cs=(0.0,))
+
+
+def test_also_scores_checkpoints_outside_the_run_folder_in_the_same_table(run_dir, tmp_path, capsys):
+    outside = tmp_path / "started-from.pt"
+    outside.write_bytes((run_dir / "epoch0001.pt").read_bytes())
+    common = ["--out", str(tmp_path / "table"), "--dataset", "digits", "--pattern", "epoch0002.pt", "--fit-size", "200",
+              "--validation-size", "100", "--C", "1e-3", "--device", "cpu", "--quiet"]
+    # named twice, and once more as the run's own epoch0002.pt: each file is scored once
+    code = main(["select", str(run_dir), *common, "--also", str(outside), "--also", str(outside),
+                 "--also", str(run_dir / "epoch0002.pt")])
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    table = pd.read_csv(tmp_path / "table" / "selection.csv")
+    assert len(table) == 2
+    scored = dict(zip(table["checkpoint"], table["checkpoint_sha256"]))  # the table orders rows by epoch
+    assert scored == {str(path): file_sha256(path) for path in (run_dir / "epoch0002.pt", outside)}
+    code = main(["select", str(run_dir), *common, "--also", str(tmp_path / "missing.pt")])
+    _, err = capsys.readouterr()
+    assert code == 2 and "--also" in err and "missing.pt" in err and len(err.strip().splitlines()) == 1
