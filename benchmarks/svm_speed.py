@@ -174,7 +174,8 @@ def parse_solver(spec: str) -> tuple[str, dict]:
         if key not in ("tol", "solver", "hessian_dtype", "preconditioner_rank"):
             raise ValueError(f"solver {spec!r}: options are tol, solver, hessian_dtype and preconditioner_rank, "
                              f"got {key!r}")
-        overrides[key] = float(value) if key == "tol" else int(value) if key == "preconditioner_rank" else value
+        overrides[key] = float(value) if key == "tol" else \
+            int(value) if key == "preconditioner_rank" and value != "auto" else value
     return backend, overrides
 
 

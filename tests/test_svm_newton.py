@@ -10,6 +10,7 @@ from sklearn.svm import LinearSVC
 from gan_features.svm import LinearL2SVM, fit_c_path, primal_objective
 from gan_features.svm.design import _Design
 from gan_features.svm.newton import FALLBACK_NEWTON_STEPS
+from gan_features.svm import precondition
 from gan_features.svm.precondition import LowRankPreconditioner
 from gan_features.svm.rows import _TensorRows
 
@@ -116,8 +117,24 @@ def test_preconditioner_is_the_hessian_on_its_subspace(positive_features):
     np.testing.assert_allclose((P @ z).numpy(), r.numpy(), atol=1e-8)
 
 
+def test_auto_rank_is_larger_on_the_primal_of_wide_rows(positive_features, monkeypatch):
+    """"auto" picks the rank by problem and width (gan_features.svm.precondition.auto_rank; here the
+    ranks are scaled down under the n / 16 cap of 300 rows), and an explicit rank applies to both."""
+    X, y, _, _ = positive_features
+    monkeypatch.setitem(precondition.AUTO_RANKS, "wide primal", 12)
+    monkeypatch.setitem(precondition.AUTO_RANKS, "other", 4)
+    for wide_from, solver, rank in ((600, "primal", 12), (601, "primal", 4), (600, "gram", 4)):
+        monkeypatch.setattr(precondition, "WIDE_FEATURES", wide_from)
+        model = LinearL2SVM(C=1e-2, solver=solver).fit(X, y)
+        assert model.get_params()["preconditioner_rank"] == "auto"
+        assert (model.solver_stats_["solver"], model.solver_stats_["preconditioner_rank"]) == (solver, rank)
+        explicit = LinearL2SVM(C=1e-2, solver=solver, preconditioner_rank=8).fit(X, y)
+        assert explicit.solver_stats_["preconditioner_rank"] == 8
+        assert_same_solution(model, explicit, X, y, 1e-2, model.tol)
+
+
 def test_bad_preconditioner_rank_is_refused(positive_features):
     X, y, _, _ = positive_features
-    for bad in (-1, 2.5, True):
+    for bad in (-1, 2.5, True, "fast"):
         with pytest.raises(ValueError, match="preconditioner_rank"):
             LinearL2SVM(preconditioner_rank=bad).fit(X, y)

@@ -8,7 +8,8 @@ have one classifier, positive class ``classes_[1]``) and ``x~_i = [x_i, intercep
 exactly liblinear's ``L2R_L2LOSS_SVC`` (scikit-learn ``LinearSVC(loss="squared_hinge")``), which
 the ``"liblinear"`` backend runs as the reference. The ``"torch"`` backend solves it by default
 with Newton-CG and a line search, preconditioned by the Hessian made exact on the data's top
-eigenvectors (``preconditioner_rank=256``); ``preconditioner_rank=0`` gives liblinear's TRON.
+eigenvectors (``preconditioner_rank="auto"``: rank 768 on the primal of wide rows, else 256);
+``preconditioner_rank=0`` gives liblinear's TRON.
 Both use liblinear's stopping test, so every solver returns models that pass the same test.
 
 Modules: :mod:`.estimator` (:class:`LinearL2SVM`), :mod:`.path` (C paths), :mod:`.objective`

@@ -39,9 +39,10 @@ from .tron import SolverSettings, _Solution
 
 BACKENDS = ("torch", "liblinear")
 SOLVERS = ("auto", "primal", "gram")
-# The default because whole cifar10 protocol runs at CI scale are 1.9-7.3x faster than with plain TRON
-# and choose the same C but for one near tie (results/protocol_speed.md). Its weak case falls back (see .newton).
-DEFAULT_PRECONDITIONER_RANK = 256
+# The preconditioner is the default because whole cifar10 protocol runs at CI scale are 1.9-7.3x faster than
+# with plain TRON and choose the same C but for one near tie (results/protocol_speed.md); its weak case falls
+# back (see .newton). "auto": rank 768 on the primal of wide rows, else 256 (.precondition.auto_rank).
+DEFAULT_PRECONDITIONER_RANK = "auto"
 
 
 class LinearL2SVM(ClassifierMixin, BaseEstimator):
@@ -74,11 +75,13 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         factor of the Gram matrix (``"gram"``, same steps, n x n instead of n x d per pass; see
         :mod:`gan_features.svm.gram`). ``"auto"``: ``"gram"`` when n_samples <= n_features / 2 and
         the Gram matrix is not singular, else ``"primal"``. :meth:`fit_store` is always primal.
-    preconditioner_rank : int
-        > 0 (default 256; ``"torch"``): Newton-CG with a line search (liblinear >= 2.40's
-        method, :mod:`gan_features.svm.newton`) preconditioned by the Hessian made exact on the
-        data's top eigenvectors, computed once per C path (:mod:`gan_features.svm.precondition`;
-        rank capped at min(n, d) / 16). 0: liblinear's plain TRON. Same stopping test either way.
+    preconditioner_rank : int or "auto"
+        > 0 (``"torch"``): Newton-CG with a line search (liblinear >= 2.40's method,
+        :mod:`gan_features.svm.newton`) preconditioned by the Hessian made exact on the data's top
+        eigenvectors, computed once per C path (:mod:`gan_features.svm.precondition`; rank capped
+        at min(n, d) / 16). ``"auto"`` (default): rank 768 on the primal of rows of 16,384 features
+        or more, where each pass reads all of a wide ``X``, else 256 (measured in
+        results/svm_speed.md; :func:`gan_features.svm.precondition.auto_rank`). 0: liblinear's plain TRON. Same stopping test either way.
         On 10,000 x 28,672 CIFAR-10 discriminator features rank 256 needs 7x fewer Hessian passes
         at C = 1e-3 and fits the 7-C grid 2.9x faster (results/svm_speed.md); where it fails
         (well-separated classes) the solver drops it after 60 Newton steps and starts the solve
@@ -108,7 +111,7 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
     def __init__(self, C: float = 1.0, *, backend: str = "torch", fit_intercept: bool = True,
                  intercept_scaling: float = 1.0, tol: float = 1e-4, max_iter: int = 1000,
                  hessian_dtype: str = "auto", solver: str = "auto",
-                 preconditioner_rank: int = DEFAULT_PRECONDITIONER_RANK, device: str | torch.device = "cpu",
+                 preconditioner_rank: int | str = DEFAULT_PRECONDITIONER_RANK, device: str | torch.device = "cpu",
                  random_state=None, warm_start: bool = False):
         self.C = C
         self.backend = backend
@@ -140,9 +143,11 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
             raise ValueError(f"hessian_dtype must be one of {HESSIAN_DTYPES}, got {self.hessian_dtype!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if isinstance(self.preconditioner_rank, bool) or not isinstance(self.preconditioner_rank, Integral) \
-                or self.preconditioner_rank < 0:
-            raise ValueError(f"preconditioner_rank must be a non-negative integer, got {self.preconditioner_rank!r}")
+        if self.preconditioner_rank != "auto" and (
+                isinstance(self.preconditioner_rank, bool) or not isinstance(self.preconditioner_rank, Integral)
+                or self.preconditioner_rank < 0):
+            raise ValueError(f"preconditioner_rank must be 'auto' or a non-negative integer, "
+                             f"got {self.preconditioner_rank!r}")
         if self.warm_start and self.backend != "torch":
             raise ValueError("warm_start needs backend='torch' (LinearSVC cannot start from given weights)")
 
@@ -150,8 +155,9 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         """Check the parameters (ValueError if one is invalid) and return what the torch solvers
         read of them."""
         self._check_params()
+        rank = self.preconditioner_rank if self.preconditioner_rank == "auto" else int(self.preconditioner_rank)
         return SolverSettings(tol=float(self.tol), max_iter=int(self.max_iter), hessian_dtype=self.hessian_dtype,
-                              solver=self.solver, device=self.device, preconditioner_rank=int(self.preconditioner_rank),
+                              solver=self.solver, device=self.device, preconditioner_rank=rank,
                               intercept_scaling=float(self.intercept_scaling) if self.fit_intercept else None)
 
     def set_classes(self, y: np.ndarray) -> np.ndarray:

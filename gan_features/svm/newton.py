@@ -172,18 +172,16 @@ class _NoPreconditioner:
 _NO_PRECONDITIONER = _NoPreconditioner()
 
 
-def make_tron(rows: _RowSource, class_index: np.ndarray, n_classes: int, settings: SolverSettings,
-              intercept_column: bool = True, preconditioner_rank: int | None = None) -> _Tron:
+def make_tron(rows: _RowSource, class_index: np.ndarray, n_classes: int, settings: SolverSettings, *,
+              preconditioner_rank: int, intercept_column: bool = True) -> _Tron:
     """The torch solver over ``rows`` whose labels are ``class_index`` (each row's class, 0 .. n_classes - 1):
     one classifier per class, or a single one whose positive class is 1 for two classes, as in
     scikit-learn. ``intercept_column=False`` when the rows already carry the intercept (the Gram
-    factor). ``settings.preconditioner_rank`` (or ``preconditioner_rank``, when given) > 0 gives
-    the preconditioned Newton solver (:mod:`.newton`, the default), 0 plain TRON; both have the
-    same interface."""
+    factor). ``preconditioner_rank`` > 0 gives the preconditioned Newton solver (:mod:`.newton`,
+    the default), 0 plain TRON; both have the same interface."""
     labels = torch.as_tensor(class_index, dtype=torch.int64).to(rows.device)
     design = _Design(rows, labels, settings.intercept_scaling if intercept_column else None)
     positives = [1] if n_classes == 2 else range(n_classes)
-    rank = settings.preconditioner_rank if preconditioner_rank is None else preconditioner_rank
-    if rank > 0:
-        return _Newton(design, positives, settings.tol, settings.max_iter, rank)
+    if preconditioner_rank > 0:
+        return _Newton(design, positives, settings.tol, settings.max_iter, preconditioner_rank)
     return _Tron(design, positives, settings.tol, settings.max_iter)

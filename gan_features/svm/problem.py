@@ -27,6 +27,7 @@ from .gram import GRAM_MAX_ROW_FRACTION, _GramFactor
 from .rows import _RowSource, _TensorRows
 from .tensors import _float_on
 from .newton import make_tron
+from .precondition import auto_rank
 from .tron import SolverSettings, _Solution, _Tron
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,8 @@ class _GramProblem(_Problem):
         device, data_dtype = factor.X.device, factor.X.dtype
         dtype_name = str(data_dtype).removeprefix("torch.")
         rows = _TensorRows(factor.L.to(data_dtype), device, settings.hessian_dtype, both_layouts=True)
-        super().__init__(make_tron(rows, index, n_classes, settings, intercept_column=False), rows)
+        super().__init__(make_tron(rows, index, n_classes, settings, intercept_column=False,
+                                   preconditioner_rank=auto_rank(settings.preconditioner_rank, "gram", rows.n_features)), rows)
         self.factor = factor
         # The check reads X itself (float32, no bfloat16 copy): usually one exact pass; when the
         # float32 rounding of L left the solution short, a few float32 steps (at 10,000 rows,
@@ -126,5 +128,6 @@ def _in_memory_problem(X: torch.Tensor, index: np.ndarray, n_classes: int, setti
 
 def _primal_problem(rows: _RowSource, index: np.ndarray, n_classes: int, settings: SolverSettings) -> _Problem:
     """The solver on ``rows`` themselves (in memory, or streamed from a store); ``index``: each row's class."""
-    return _Problem(make_tron(rows, index, n_classes, settings), rows)
+    return _Problem(make_tron(rows, index, n_classes, settings,
+                              preconditioner_rank=auto_rank(settings.preconditioner_rank, "primal", rows.n_features)), rows)
 

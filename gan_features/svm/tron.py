@@ -55,7 +55,8 @@ class SolverSettings:
     solver: str  # one of SOLVERS: how in-memory rows are fitted ("auto", "primal", "gram")
     device: str | torch.device  # as given: torch.device(device) where the rows are put
     intercept_scaling: float | None  # the constant feature's value; None: no intercept
-    preconditioner_rank: int = 0  # > 0: preconditioned Newton (:mod:`.newton`); 0: liblinear's plain TRON
+    # > 0: preconditioned Newton (:mod:`.newton`); 0: liblinear's plain TRON; "auto": by problem (.precondition.auto_rank)
+    preconditioner_rank: int | str = 0
 
 
 @dataclass
