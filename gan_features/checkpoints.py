@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from .errors import GanFeaturesError, one_line, shortened
-from .models import Architecture, Discriminator, Generator, get_architecture
+from .models import GENERATOR_UPSAMPLING, Architecture, Discriminator, Generator, get_architecture
 from .output import writing
 
 FORMAT = "gan-features/1"
@@ -166,6 +166,8 @@ def _check_architecture(arch: Architecture, path: Path) -> None:
         raise bad("latent_distribution", arch.latent_distribution, "'uniform' or 'gaussian'")
     if arch.generator_input not in ("dense", "conv"):
         raise bad("generator_input", arch.generator_input, "'dense' or 'conv'")
+    if arch.generator_upsample not in GENERATOR_UPSAMPLING:
+        raise bad("generator_upsample", arch.generator_upsample, " or ".join(map(repr, GENERATOR_UPSAMPLING)))
     eps = arch.bn_eps
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 < eps < 1:
         raise bad("bn_eps", eps, "a number in (0, 1)")

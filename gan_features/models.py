@@ -20,6 +20,7 @@ from torch import nn
 
 from .errors import GanFeaturesError
 
+GENERATOR_UPSAMPLING = ("transposed", "resize")  # Architecture.generator_upsample
 LEAKY_SLOPE = 0.2
 INIT_STD = 0.02  # the paper: all weights from N(0, 0.02)
 
@@ -47,10 +48,15 @@ class Architecture:
     latent_distribution: str  # "uniform" on [-1, 1] or "gaussian"
     generator_input: str  # "dense": linear + BatchNorm1d; "conv": 1x1 -> 4x4 transposed conv
     generator_base_channels: int  # channels of the 4x4 map the generator starts from
-    generator: tuple[ConvSpec, ...]  # transposed convs; the last one outputs the image (tanh)
+    generator: tuple[ConvSpec, ...]  # upsampling convs; the last one outputs the image (tanh)
     image_channels: int = 3
     bn_eps: float = 1e-5
     description: str = ""
+    # How the generator's stride-s layers upsample: "transposed", the paper's fractionally-strided
+    # convs; "resize", nearest-neighbour upsampling by s then a stride-1 "same" conv (Odena, Dumoulin
+    # & Olah 2016, "Deconvolution and Checkerboard Artifacts"): a 3x3 kernel at stride 2 overlaps
+    # unevenly (1 and 2 taps in turn), which paints a grid on the samples; resizing first cannot.
+    generator_upsample: str = "transposed"
 
     @property
     def feature_channels(self) -> tuple[int, ...]:
@@ -124,8 +130,15 @@ def _examples64() -> Architecture:
     )
 
 
+def _radford_imagenet32_resize() -> Architecture:
+    return dataclasses.replace(
+        _radford_imagenet32(), name="radford-imagenet32-resize", generator_upsample="resize",
+        description="radford-imagenet32 (the same discriminator and 28672-d features) with a resize-conv "
+                    "generator: nearest-neighbour upsampling then 3x3 convs, no checkerboard artefacts")
+
+
 ARCHITECTURES: dict[str, Architecture] = {
-    a.name: a for a in (_radford_imagenet32(), _radford_svhn32(), _examples64())
+    a.name: a for a in (_radford_imagenet32(), _radford_imagenet32_resize(), _radford_svhn32(), _examples64())
 }
 DEFAULT_ARCHITECTURE = "radford-imagenet32"
 
@@ -215,12 +228,22 @@ class Generator(nn.Module):
             ]
         else:
             raise GanFeaturesError(f"unknown generator_input {a.generator_input!r}: use 'dense' or 'conv'")
+        if a.generator_upsample not in GENERATOR_UPSAMPLING:
+            raise GanFeaturesError(f"unknown generator_upsample {a.generator_upsample!r}: use one of "
+                                   f"{', '.join(GENERATOR_UPSAMPLING)}")
         channels = base
         for i, spec in enumerate(a.generator):
-            # output_padding makes every layer exactly `stride` times larger, as Theano's deconv did
-            output_padding = spec.stride + 2 * spec.padding - spec.kernel
-            layers.append(nn.ConvTranspose2d(channels, spec.out_channels, spec.kernel, spec.stride,
-                                             spec.padding, output_padding=output_padding, bias=False))
+            if a.generator_upsample == "resize" and spec.stride > 1:
+                if spec.kernel != 2 * spec.padding + 1:
+                    raise GanFeaturesError(f"generator_upsample='resize' needs 'same' convs (kernel = 2 * padding + 1), "
+                                           f"got kernel {spec.kernel} with padding {spec.padding}")
+                layers += [nn.Upsample(scale_factor=spec.stride, mode="nearest"),
+                           nn.Conv2d(channels, spec.out_channels, spec.kernel, 1, spec.padding, bias=False)]
+            else:
+                # output_padding makes every layer exactly `stride` times larger, as Theano's deconv did
+                output_padding = spec.stride + 2 * spec.padding - spec.kernel
+                layers.append(nn.ConvTranspose2d(channels, spec.out_channels, spec.kernel, spec.stride,
+                                                 spec.padding, output_padding=output_padding, bias=False))
             if i == len(a.generator) - 1:
                 layers.append(nn.Tanh())
             else:

@@ -1,3 +1,5 @@
+import json
+import math
 import pickle
 
 import pytest
@@ -15,8 +17,9 @@ def _outputs(d, g, seed=0):
     return g(z), d(torch.randn(4, 3, 32, 32))
 
 
-def test_round_trip_restores_both_networks_and_provenance(tmp_path):
-    arch = get_architecture("radford-svhn32")
+@pytest.mark.parametrize("name", ["radford-svhn32", "radford-imagenet32-resize"])
+def test_round_trip_restores_both_networks_and_provenance(tmp_path, name):
+    arch = get_architecture(name)
     d, g = create_models(arch, seed=1)
     path = save_checkpoint(tmp_path / "c.pt", arch, d, g, {"seed": 1, "note": "test"})
     c = load_checkpoint(path)
@@ -82,3 +85,17 @@ def test_provenance_with_non_plain_values_still_loads_safely(tmp_path):
     d, g = create_models(arch)
     path = save_checkpoint(tmp_path / "c.pt", arch, d, g, {"torch": torch.__version__, "path": tmp_path})
     assert load_checkpoint(path).provenance == {"torch": str(torch.__version__), "path": str(tmp_path)}
+
+
+def test_a_resize_generator_run_trains_and_its_checkpoint_loads(tmp_path):
+    from gan_features.train import TrainConfig, train
+    from tiny_runs import tiny_dataset
+
+    config = TrainConfig(arch="radford-imagenet32-resize", dataset="digits", out_dir=str(tmp_path), steps=2,
+                         batch_size=16, seed=0, device="cpu", precision="fp32", log_every=1)
+    train(config, tiny_dataset(), progress=False)
+    final = load_checkpoint(tmp_path / "final.pt")
+    assert final.architecture == get_architecture("radford-imagenet32-resize")
+    assert any(isinstance(m, torch.nn.Upsample) for m in final.generator.modules())
+    steps = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert len(steps) == 2 and all(math.isfinite(s["loss_d"]) and math.isfinite(s["loss_g"]) for s in steps)

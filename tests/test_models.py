@@ -65,3 +65,50 @@ def test_architecture_round_trips_through_a_dict():
 def test_unknown_architecture_lists_the_choices():
     with pytest.raises(GanFeaturesError, match="radford-imagenet32"):
         get_architecture("resnet")
+
+
+def test_resize_generator_shares_the_discriminator_and_upsamples_without_a_checkerboard():
+    """radford-imagenet32-resize: the same discriminator (state_dict and features) as the paper's
+    architecture; its generator's stride-2 layers resize then convolve. Through one stride-2 layer
+    of constant weights, a constant map stays constant inside under resize-conv, where the paper's
+    3x3 transposed conv alternates 1 and 2 overlapping taps: the checkerboard."""
+    paper, resize = get_architecture("radford-imagenet32"), get_architecture("radford-imagenet32-resize")
+    assert resize.discriminator == paper.discriminator and resize.feature_dim() == 28672
+    d_paper, g_paper = create_models(paper, seed=0)
+    d_resize, g_resize = create_models(resize, seed=0)
+    assert {k: v.shape for k, v in d_paper.state_dict().items()} == \
+        {k: v.shape for k, v in d_resize.state_dict().items()}
+    assert sum(isinstance(m, torch.nn.Upsample) for m in g_resize.modules()) == 3
+    assert not any(isinstance(m, torch.nn.Upsample) for m in g_paper.modules())
+
+    def first_stride2(g):
+        modules = list(g.main)
+        start = next(i for i, m in enumerate(modules) if isinstance(m, (torch.nn.Upsample, torch.nn.ConvTranspose2d)))
+        layer = torch.nn.Sequential(*modules[start:start + (2 if isinstance(modules[start], torch.nn.Upsample) else 1)])
+        for m in layer.modules():
+            if hasattr(m, "weight"):
+                torch.nn.init.constant_(m.weight, 1.0)
+        return layer
+
+    flat = torch.ones(1, 512, 4, 4)
+    with torch.no_grad():
+        inner_paper = first_stride2(g_paper)(flat)[0, 0, 1:-1, 1:-1]
+        inner_resize = first_stride2(g_resize)(flat)[0, 0, 1:-1, 1:-1]
+    assert inner_paper.shape == inner_resize.shape == (6, 6)
+    assert inner_paper.max() >= 2 * inner_paper.min()  # the checkerboard
+    assert torch.equal(inner_resize, torch.full_like(inner_resize, inner_resize[0, 0].item()))
+
+
+def test_resize_upsampling_needs_same_convs():
+    import dataclasses
+    arch = dataclasses.replace(get_architecture("examples64"), generator_upsample="resize")  # 4x4 kernels, padding 1
+    with pytest.raises(GanFeaturesError, match="kernel = 2 \\* padding \\+ 1"):
+        create_models(arch)
+    with pytest.raises(GanFeaturesError, match="generator_upsample"):
+        create_models(dataclasses.replace(arch, generator_upsample="bilinear"))
+
+
+def test_architecture_records_without_generator_upsample_load_as_transposed():
+    record = get_architecture("radford-imagenet32").to_dict()
+    del record["generator_upsample"]  # checkpoints written before the field existed
+    assert Architecture.from_dict(record) == get_architecture("radford-imagenet32")
