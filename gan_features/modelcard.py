@@ -182,8 +182,13 @@ def _architecture_section(checkpoint: Checkpoint) -> list[str]:
         "* parameters: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()),
         f"* features (every D block max-pooled to 4x4): {arch.feature_dim():,}-d", "",
         "Convolutions (D: conv, batch-norm, LeakyReLU 0.2, then a conv to one logit with kernel "
-        f"{arch.head_kernel}; G: transposed convs, batch-norm and ReLU, tanh on the last):", "",
+        f"{arch.head_kernel}; G: {_GENERATOR_CONVS[arch.generator_upsample]}, batch-norm and ReLU, tanh on the "
+        "last):", "",
         _markdown_table(layers), ""]
+
+
+_GENERATOR_CONVS = {"transposed": "transposed convs",
+                    "resize": "nearest-neighbour upsampling by the stride then a stride-1 conv"}
 
 
 def _init_images(init: dict | None) -> str:

@@ -7,6 +7,7 @@ import torch
 
 from gan_features.checkpoints import load_checkpoint, save_checkpoint
 from gan_features.errors import GanFeaturesError
+from gan_features.modelcard import _architecture_section
 from gan_features.models import create_models, get_architecture
 
 
@@ -99,3 +100,5 @@ def test_a_resize_generator_run_trains_and_its_checkpoint_loads(tmp_path):
     assert any(isinstance(m, torch.nn.Upsample) for m in final.generator.modules())
     steps = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert len(steps) == 2 and all(math.isfinite(s["loss_d"]) and math.isfinite(s["loss_g"]) for s in steps)
+    card = "\n".join(_architecture_section(final))
+    assert "G: nearest-neighbour upsampling by the stride then a stride-1 conv" in card
