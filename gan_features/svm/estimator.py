@@ -81,7 +81,8 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         eigenvectors, computed once per C path (:mod:`gan_features.svm.precondition`; rank capped
         at min(n, d) / 16). ``"auto"`` (default): rank 768 on the primal of rows of 16,384 features
         or more, where each pass reads all of a wide ``X``, else 256 (measured in
-        results/svm_speed.md; :func:`gan_features.svm.precondition.auto_rank`). 0: liblinear's plain TRON. Same stopping test either way.
+        results/svm_speed.md; :func:`gan_features.svm.precondition.auto_rank`). 0: liblinear's
+        plain TRON. Same stopping test either way.
         On 10,000 x 28,672 CIFAR-10 discriminator features rank 256 needs 7x fewer Hessian passes
         at C = 1e-3 and fits the 7-C grid 2.9x faster (results/svm_speed.md); where it fails
         (well-separated classes) the solver drops it after 60 Newton steps and starts the solve
