@@ -33,6 +33,7 @@ import torch
 
 from .checkpoints import Checkpoint, file_sha256, load_checkpoint, save_checkpoint
 from .errors import GanFeaturesError
+from .models import GENERATOR_UPSAMPLING
 from .output import writing_together
 from .provenance import now, provenance
 from .samples import sample_grid
@@ -182,13 +183,9 @@ def _architecture_section(checkpoint: Checkpoint) -> list[str]:
         "* parameters: " + ", ".join(f"{name} {count:,}" for name, count in counts.items()),
         f"* features (every D block max-pooled to 4x4): {arch.feature_dim():,}-d", "",
         "Convolutions (D: conv, batch-norm, LeakyReLU 0.2, then a conv to one logit with kernel "
-        f"{arch.head_kernel}; G: {_GENERATOR_CONVS[arch.generator_upsample]}, batch-norm and ReLU, tanh on the "
+        f"{arch.head_kernel}; G: {GENERATOR_UPSAMPLING[arch.generator_upsample]}, batch-norm and ReLU, tanh on the "
         "last):", "",
         _markdown_table(layers), ""]
-
-
-_GENERATOR_CONVS = {"transposed": "transposed convs",
-                    "resize": "nearest-neighbour upsampling by the stride then a stride-1 conv"}
 
 
 def _init_images(init: dict | None) -> str:

@@ -20,7 +20,9 @@ from torch import nn
 
 from .errors import GanFeaturesError
 
-GENERATOR_UPSAMPLING = ("transposed", "resize")  # Architecture.generator_upsample
+# Architecture.generator_upsample: each choice and how a model card names the generator's layers
+GENERATOR_UPSAMPLING = {"transposed": "transposed convs",
+                        "resize": "nearest-neighbour upsampling by the stride then a stride-1 conv"}
 LEAKY_SLOPE = 0.2
 INIT_STD = 0.02  # the paper: all weights from N(0, 0.02)
 
