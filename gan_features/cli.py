@@ -271,8 +271,11 @@ def _select_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("run_dir", help="training run folder (gan-features train --out-dir)")
     p.add_argument("--out", required=True, help="folder for the selection table (keep it out of the run folder)")
-    p.add_argument("--pattern", default="epoch*.pt", help="checkpoints to score, a glob in the run folder "
-                                                          "(default: epoch*.pt)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--pattern", default="epoch*.pt", help="checkpoints to score, a glob in the run folder "
+                                                              "(default: epoch*.pt)")
+    which.add_argument("--epochs", type=positive_int_list, default=None, metavar="LIST",
+                       help="score these epochs' checkpoints, e.g. 13,19,25 (instead of --pattern)")
     p.add_argument("--also", action="append", default=[], metavar="CKPT",
                    help="a checkpoint outside the run folder to score in the same table, e.g. the one the run "
                         "started from with --init-from (repeatable)")

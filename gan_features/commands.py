@@ -231,7 +231,7 @@ def cmd_select(args) -> None:
 
     check_training_split(args.split)  # before any data is read
     check_output_folder(args.out, "--out")
-    paths = run_checkpoints(args.run_dir, args.pattern, also=args.also)
+    paths = run_checkpoints(args.run_dir, args.pattern, also=args.also, epochs=args.epochs)
     settings = SelectionSettings(fit_size=args.fit_size, validation_size=args.validation_size,
                                  subset_seed=args.subset_seed, precision=args.precision,
                                  diversity_samples=args.diversity_samples, svm_tol=args.svm_tol,

@@ -66,6 +66,7 @@ from .data.base import Rows, rows_of
 from .representations import DiscriminatorFeatures, FeatureSpec, extract_arrays
 from .representations.base import describe_dataset
 from .subsets import rows_sha256, stratified_rows
+from .train import epoch_checkpoint_name
 
 TABLE_NAME = "selection"
 SETTINGS_FILE = "selection.json"
@@ -191,16 +192,26 @@ def score_checkpoint(checkpoint: Checkpoint, fit: Rows, validation: Rows, real_s
 
 # ------------------------------------------------------------------------------------------ the run
 def run_checkpoints(run_dir: str | os.PathLike, pattern: str = DEFAULT_PATTERN,
-                    also: Sequence[str | os.PathLike] = ()) -> list[Path]:
+                    also: Sequence[str | os.PathLike] = (), epochs: Sequence[int] | None = None) -> list[Path]:
     """The checkpoints of a run folder matching ``pattern``, in name order (epoch0001.pt, epoch0002.pt, ...),
-    then the files ``also`` names (say, the checkpoint a run continued with ``--init-from``, scored beside its
-    epochs in the same table), each once."""
+    or those of the given ``epochs`` (every one must exist), then the files ``also`` names (say, the
+    checkpoint a run continued with ``--init-from``, scored beside its epochs in the same table), each once."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise GanFeaturesError(f"run folder {run_dir} does not exist")
-    paths = sorted(p for p in run_dir.glob(pattern) if p.is_file())
-    if not paths:
-        raise GanFeaturesError(f"no checkpoint in {run_dir} matches {pattern!r}: check the folder or pass --pattern")
+    if epochs is not None:
+        paths = [run_dir / epoch_checkpoint_name(epoch) for epoch in sorted(set(epochs))]
+        missing = [p.name for p in paths if not p.is_file()]
+        if missing:
+            kept = sorted(p.name for p in run_dir.glob(DEFAULT_PATTERN) if p.is_file())
+            have = ("it has no epoch checkpoint" if not kept else f"it has only {kept[0]}" if len(kept) == 1
+                    else f"it has {kept[0]} to {kept[-1]}")
+            raise GanFeaturesError(f"--epochs: {run_dir} has no {', '.join(missing)} ({have}): "
+                                   "choose epochs the run has finished")
+    else:
+        paths = sorted(p for p in run_dir.glob(pattern) if p.is_file())
+        if not paths:
+            raise GanFeaturesError(f"no checkpoint in {run_dir} matches {pattern!r}: check the folder or pass --pattern")
     seen = {p.resolve() for p in paths}
     for extra in map(Path, also):
         if not extra.is_file():

@@ -39,6 +39,11 @@ from .output import writing
 from .provenance import command_line
 
 
+def epoch_checkpoint_name(epoch: int) -> str:
+    """The file a run folder keeps for the end of ``epoch`` (1-based): epoch0001.pt, epoch0002.pt, ..."""
+    return f"epoch{epoch:04d}.pt"
+
+
 @dataclass
 class TrainConfig:
     arch: str = "radford-imagenet32"
@@ -249,7 +254,7 @@ def _train(config: TrainConfig, dataset: Dataset, ddp: Ranks, device: torch.devi
             if step == (epoch + 1) * steps_per_epoch:
                 epoch += 1
                 # latest.pt last: a run killed before it redoes this epoch's files on --resume
-                save(out_dir / f"epoch{epoch:04d}.pt")
+                save(out_dir / epoch_checkpoint_name(epoch))
                 if ddp.main and config.samples_every_epoch:
                     _write_samples(generator, fixed_latents, out_dir / f"samples_epoch{epoch:04d}.png")
                 save(latest)

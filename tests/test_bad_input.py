@@ -216,6 +216,8 @@ CASES: list[Case] = [
     case("sample-seed-negative", "sample --ckpt d.pt --out s.png --seed -1", "argument --seed: expected"),
     case("select-fit-size-1", "select run --out sel --fit-size 1", "argument --fit-size: expected a whole number "
                                                                      "of at least 2"),
+    case("select-epochs-0", "select run --out sel --epochs 0", "argument --epochs: expected comma-separated whole "
+         "numbers of at least 1, got '0'"),
     case("select-svm-tol-0", "select run --out sel --svm-tol 0", "argument --svm-tol: expected a positive number"),
     case("select-min-diversity-negative", "select run --out sel --min-diversity -0.5", "argument --min-diversity"),
     case("demo-steps-0", "demo --steps 0", "argument --steps: expected"),
@@ -344,6 +346,11 @@ CASES: list[Case] = [
     case("select-run-missing", "select run --out sel --dataset digits", "run folder run does not exist"),
     case("select-also-missing", "select run --out sel --dataset digits --also gone.pt",
          "--also gone.pt: no such checkpoint file", text("run/epoch0001.pt")),
+    case("select-epochs-missing", "select run --out sel --dataset digits --epochs 1,3",
+         "--epochs: run has no epoch0003.pt (it has only epoch0001.pt): choose epochs the run has finished",
+         text("run/epoch0001.pt")),
+    case("select-epochs-and-pattern", "select run --out sel --epochs 1 --pattern x",
+         "argument --pattern: not allowed with argument --epochs"),
     case("select-out-is-file", "select run --out sel --dataset digits", "sel is a file, not a folder", folder("run"),
          text("sel")),
     case("export-nothing", "export --out exported", "nothing to export"),

@@ -11,8 +11,8 @@ import gan_features.selection as selection
 from gan_features.checkpoints import file_sha256, load_checkpoint, save_checkpoint
 from gan_features.cli import main
 from gan_features.errors import GanFeaturesError
-from gan_features.selection import (SelectionSettings, choose_best, fit_validation_rows, select_checkpoint,
-                                    stratified_rows)
+from gan_features.selection import (SelectionSettings, choose_best, fit_validation_rows, run_checkpoints,
+                                    select_checkpoint, stratified_rows)
 from tiny_runs import digits_train, train_tiny_run
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -178,10 +178,20 @@ def test_errors_are_one_line(run_dir, tmp_path, capsys):
         SelectionSettings(Cs=(0.0,))
 
 
+def test_epochs_name_checkpoints_by_epoch_and_a_missing_one_is_refused(run_dir, tmp_path):
+    assert run_checkpoints(run_dir, epochs=[2, 1, 2]) == [run_dir / "epoch0001.pt", run_dir / "epoch0002.pt"]
+    assert run_checkpoints(run_dir, pattern="nothing*.pt", epochs=[2]) == [run_dir / "epoch0002.pt"]
+    with pytest.raises(GanFeaturesError, match=r"has no epoch0003\.pt, epoch0009\.pt \(it has epoch0001\.pt to "):
+        run_checkpoints(run_dir, epochs=[1, 3, 9])
+    (tmp_path / "epoch0001.pt").write_bytes(b"")
+    with pytest.raises(GanFeaturesError, match=r"has no epoch0002\.pt \(it has only epoch0001\.pt\)"):
+        run_checkpoints(tmp_path, epochs=[2])
+
+
 def test_also_scores_checkpoints_outside_the_run_folder_in_the_same_table(run_dir, tmp_path, capsys):
     outside = tmp_path / "started-from.pt"
     outside.write_bytes((run_dir / "epoch0001.pt").read_bytes())
-    common = ["--out", str(tmp_path / "table"), "--dataset", "digits", "--pattern", "epoch0002.pt", "--fit-size", "200",
+    common = ["--out", str(tmp_path / "table"), "--dataset", "digits", "--epochs", "2", "--fit-size", "200",
               "--validation-size", "100", "--C", "1e-3", "--device", "cpu", "--quiet"]
     # named twice, and once more as the run's own epoch0002.pt: each file is scored once
     code = main(["select", str(run_dir), *common, "--also", str(outside), "--also", str(outside),
