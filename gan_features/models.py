@@ -145,6 +145,16 @@ ARCHITECTURES: dict[str, Architecture] = {
 DEFAULT_ARCHITECTURE = "radford-imagenet32"
 
 
+def discriminator_architecture(arch: Architecture | str) -> Architecture:
+    """The first registered architecture with ``arch``'s discriminator (itself, unless only its generator is
+    new): a random discriminator baseline is one per discriminator, and create_models initialises D before G,
+    so both architectures' random discriminators are the same weights."""
+    arch = _as_architecture(arch)
+    same = ("image_size", "discriminator", "head_kernel", "image_channels", "bn_eps")
+    key = tuple(getattr(arch, field) for field in same)
+    return next((a for a in ARCHITECTURES.values() if tuple(getattr(a, f) for f in same) == key), arch)
+
+
 def get_architecture(name: str) -> Architecture:
     try:
         return ARCHITECTURES[name]

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from gan_features.errors import GanFeaturesError
-from gan_features.models import ARCHITECTURES, Architecture, Discriminator, create_models, get_architecture
+from gan_features.models import (ARCHITECTURES, Architecture, Discriminator, create_models, discriminator_architecture,
+                                  get_architecture)
 
 EXPECTED_DIMS = {"radford-imagenet32": 28672, "radford-svhn32": 7168, "examples64": 15360}
 
@@ -98,6 +99,26 @@ def test_resize_generator_shares_the_discriminator_and_upsamples_without_a_check
     assert inner_paper.max() >= 2 * inner_paper.min()  # the checkerboard
     assert torch.equal(inner_resize, torch.full_like(inner_resize, inner_resize[0, 0].item()))
 
+
+
+def test_a_generator_only_variant_shares_the_random_discriminator_baseline(tmp_path):
+    """The bench makes one random discriminator per discriminator, not per architecture name: the
+    resize variant's is radford-imagenet32's, the same weights (D is initialised before G)."""
+    assert discriminator_architecture("radford-imagenet32-resize").name == "radford-imagenet32"
+    assert all(discriminator_architecture(name).name == name for name in ARCHITECTURES if not name.endswith("-resize"))
+    d_paper, _ = create_models("radford-imagenet32", seed=3)
+    d_resize, _ = create_models("radford-imagenet32-resize", seed=3)
+    assert all(torch.equal(a, b) for a, b in zip(d_paper.state_dict().values(), d_resize.state_dict().values()))
+    from gan_features.bench.config import BenchConfig
+    from gan_features.bench.run import _discriminators
+    from gan_features.bench.stores import FeatureCache
+    from gan_features.train import random_checkpoint
+    checkpoints = [(name, str(random_checkpoint(name, tmp_path / f"{name}.pt", seed=1)))
+                   for name in ("radford-imagenet32-resize", "radford-svhn32", "radford-imagenet32")]
+    (tmp_path / "cache").mkdir()
+    rows = _discriminators(BenchConfig(checkpoints=checkpoints), FeatureCache(tmp_path / "cache", "ci", "fp32", False))
+    assert [label for label, kind, _ in rows if kind == "random init"] == [
+        "random radford-imagenet32 discriminator (seed 0)", "random radford-svhn32 discriminator (seed 0)"]
 
 def test_resize_upsampling_needs_same_convs():
     import dataclasses

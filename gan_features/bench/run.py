@@ -13,6 +13,7 @@ from ..data import resolve_root
 from ..data.cifar import locate as locate_cifar10
 from ..device import pick_device
 from ..errors import GanFeaturesError
+from ..models import discriminator_architecture
 from ..output import figure_classes, write_texts
 from ..provenance import provenance
 from ..representations import FeatureSpec
@@ -86,13 +87,14 @@ def _record_settings(config: BenchConfig, rows: list[dict[str, Any]]) -> None:
 
 def _discriminators(config: BenchConfig, cache: FeatureCache) -> list[tuple[str, str, str]]:
     """(label, kind, checkpoint argument) of every discriminator row: the trained ones given, then a
-    random one of each of their architectures, in order of appearance (made in the cache once)."""
+    random one of each of their discriminators' architectures, in order of appearance (made in the cache
+    once; a generator-only variant such as radford-imagenet32-resize shares radford-imagenet32's)."""
     rows = [(label, kind, path) for kind, pairs in (
         ("trained discriminator", config.checkpoints),
         ("trained on CIFAR-10 training images (labels unused)", config.cifar_checkpoints)) for label, path in pairs]
     if config.random_baseline:
-        for arch in dict.fromkeys(load_checkpoint(checkpoint_layers(path)[0]).architecture.name
-                                  for _, _, path in rows):
+        architectures = (load_checkpoint(checkpoint_layers(path)[0]).architecture for _, _, path in rows)
+        for arch in dict.fromkeys(discriminator_architecture(a).name for a in architectures):
             path = random_checkpoint_path(arch, config.seed, cache.directory, make=not cache.read_only)
             rows.append((f"random {arch} discriminator (seed {config.seed})", "random init", str(path)))
     return rows
