@@ -329,12 +329,17 @@ def select_checkpoint(run_dir: str | os.PathLike, out_dir: str | os.PathLike, da
     """Score every checkpoint of ``run_dir`` (or the given ``checkpoints``) and write the table into ``out_dir``.
 
     ``dataset``: the labelled TRAINING split the probe rows are drawn from (an ImageDataset: ``labels``,
-    ``image_size``, ``describe()``); a test split is refused. The table holds these checkpoints and those
+    ``image_size``, ``describe()``); a test split is refused. A file named twice (or through a link) is
+    scored once, under its first name. The table holds these checkpoints and those
     an earlier call scored with the same settings whose files are unchanged, in step order.
     ``overwrite``: discard an earlier table in ``out_dir`` (made with other settings) instead of refusing.
     """
     check_training_split(getattr(dataset, "split", None))
     paths = [Path(p) for p in checkpoints] if checkpoints is not None else run_checkpoints(run_dir, pattern)
+    unique: dict[Path, Path] = {}
+    for path in paths:
+        unique.setdefault(path.resolve(), path)  # each file once, under its first name
+    paths = list(unique.values())
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

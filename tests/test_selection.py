@@ -73,7 +73,7 @@ def test_table_has_one_row_per_epoch_checkpoint_and_names_the_best(run_dir, scor
     assert not list(out.glob("*.partial")) and not list(out.glob(".*.tmp"))
 
 
-def test_a_second_call_reuses_the_table_without_extracting(run_dir, scored, monkeypatch):
+def test_a_second_call_reuses_the_table_without_extracting(run_dir, scored, monkeypatch, tmp_path):
     out, first = scored
 
     def no_extraction(*args, **kwargs):
@@ -90,6 +90,11 @@ def test_a_second_call_reuses_the_table_without_extracting(run_dir, scored, monk
                             progress=False)
     assert (one.scored, one.reused) == (0, 1)
     assert list(one.table["checkpoint"]) == list(again.table["checkpoint"])  # the other row stays in the table
+    link = tmp_path / "link.pt"
+    link.symlink_to(run_dir / "epoch0002.pt")
+    twice = select_checkpoint(run_dir, out, digits_train(), SMALL, progress=False,
+                              checkpoints=[run_dir / "epoch0002.pt", link, run_dir / "epoch0002.pt"])
+    assert (twice.scored, twice.reused) == (0, 1)  # one file named three times: one row
 
 
 def test_only_new_checkpoints_are_scored_and_other_settings_are_refused(run_dir, scored, tmp_path):
