@@ -100,7 +100,6 @@ def test_resize_generator_shares_the_discriminator_and_upsamples_without_a_check
     assert torch.equal(inner_resize, torch.full_like(inner_resize, inner_resize[0, 0].item()))
 
 
-
 def test_a_generator_only_variant_shares_the_random_discriminator_baseline(tmp_path):
     """The bench makes one random discriminator per discriminator, not per architecture name: the
     resize variant's is radford-imagenet32's, the same weights (D is initialised before G)."""
@@ -119,6 +118,7 @@ def test_a_generator_only_variant_shares_the_random_discriminator_baseline(tmp_p
     rows = _discriminators(BenchConfig(checkpoints=checkpoints), FeatureCache(tmp_path / "cache", "ci", "fp32", False))
     assert [label for label, kind, _ in rows if kind == "random init"] == [
         "random radford-imagenet32 discriminator (seed 0)", "random radford-svhn32 discriminator (seed 0)"]
+
 
 def test_resize_upsampling_needs_same_convs():
     import dataclasses
