@@ -149,10 +149,11 @@ def discriminator_architecture(arch: Architecture | str) -> Architecture:
     """The first registered architecture with ``arch``'s discriminator (itself, unless only its generator is
     new): a random discriminator baseline is one per discriminator, and create_models initialises D before G,
     so both architectures' random discriminators are the same weights."""
+    def discriminator_fields(a: Architecture) -> tuple:
+        return a.image_size, a.discriminator, a.head_kernel, a.image_channels, a.bn_eps
+
     arch = _as_architecture(arch)
-    same = ("image_size", "discriminator", "head_kernel", "image_channels", "bn_eps")
-    key = tuple(getattr(arch, field) for field in same)
-    return next((a for a in ARCHITECTURES.values() if tuple(getattr(a, f) for f in same) == key), arch)
+    return next((a for a in ARCHITECTURES.values() if discriminator_fields(a) == discriminator_fields(arch)), arch)
 
 
 def get_architecture(name: str) -> Architecture:

@@ -212,14 +212,19 @@ def run_checkpoints(run_dir: str | os.PathLike, pattern: str = DEFAULT_PATTERN,
         paths = sorted(p for p in run_dir.glob(pattern) if p.is_file())
         if not paths:
             raise GanFeaturesError(f"no checkpoint in {run_dir} matches {pattern!r}: check the folder or pass --pattern")
-    seen = {p.resolve() for p in paths}
-    for extra in map(Path, also):
+    also = [Path(extra) for extra in also]
+    for extra in also:
         if not extra.is_file():
             raise GanFeaturesError(f"--also {extra}: no such checkpoint file")
-        if extra.resolve() not in seen:
-            seen.add(extra.resolve())
-            paths.append(extra)
-    return paths
+    return unique_files(paths + also)
+
+
+def unique_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """``paths`` with each file once (a second name of it, or a link to it, dropped), in order, under its first name."""
+    unique: dict[Path, Path] = {}
+    for path in map(Path, paths):
+        unique.setdefault(path.resolve(), path)
+    return list(unique.values())
 
 
 def check_training_split(split: str | None) -> None:
@@ -335,11 +340,7 @@ def select_checkpoint(run_dir: str | os.PathLike, out_dir: str | os.PathLike, da
     ``overwrite``: discard an earlier table in ``out_dir`` (made with other settings) instead of refusing.
     """
     check_training_split(getattr(dataset, "split", None))
-    paths = [Path(p) for p in checkpoints] if checkpoints is not None else run_checkpoints(run_dir, pattern)
-    unique: dict[Path, Path] = {}
-    for path in paths:
-        unique.setdefault(path.resolve(), path)  # each file once, under its first name
-    paths = list(unique.values())
+    paths = unique_files(checkpoints) if checkpoints is not None else run_checkpoints(run_dir, pattern)
     out_dir = Path(out_dir)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
