@@ -30,6 +30,7 @@ from .tensors import _fast_bfloat16, _synchronize
 
 GRAM_MAX_ROW_FRACTION = 0.5  # "auto" uses the Gram solver up to n = d / 2 rows (see the module docstring)
 GRAM_BLOCK_ROWS = 2048  # rows per block of the Gram matrix's lower triangle
+GRAM_CHUNK_FEATURES = 4096  # features per GEMM of a block, summed in float64 (see gram_lower)
 GRAM_SCRATCH_BYTES = 16 << 20  # float64 row blocks when mapping the solution back to w
 GRAM_MIN_PIVOT = 1e-10  # smallest L_ii^2 / max K_ii accepted: below, mapping v back loses too many digits
 GRAM_CHECK_COLUMNS = 4  # columns of a given Gram matrix recomputed from X before it is trusted
@@ -41,12 +42,26 @@ def gram_lower(X: torch.Tensor, out: torch.Tensor, on_block: Callable[[int], Non
     (n x n, any float dtype), one row block at a time: ~half the flops of ``X @ X.T`` (21 s vs 30 s
     at 10,000 x 28,672), GEMMs in X's precision, or at bfloat16 speed where that loses nothing
     (:func:`exact_in_bfloat16`). The rest of ``out`` is not touched. ``on_block(entries)`` after
-    each block (a progress bar)."""
-    n = X.shape[0]
+    each block (a progress bar).
+
+    Each block sums GEMMs over :data:`GRAM_CHUNK_FEATURES` features at a time in float64: one float32
+    GEMM over all 28,672 features left K off by 3.8e-7 of its largest entry, and the factor's map back
+    to ``w`` (``L^-T``) magnified that into weights that failed the exact stopping test on ``X`` at a
+    path's first C (5 polishing Newton steps on ``X``: 8.6 of the fit's 15.2 s at 9,000 rows, real
+    features); with chunks, 6.5e-8 and no polish, in the same time."""
+    n, d = X.shape
+    scratch = None if out.dtype == torch.float64 else \
+        torch.empty(min(GRAM_BLOCK_ROWS, n), n, dtype=torch.float64, device=X.device)
     with bfloat16_gemms(exact_in_bfloat16(X)):
         for lo in range(0, n, GRAM_BLOCK_ROWS):
             hi = min(lo + GRAM_BLOCK_ROWS, n)
-            out[lo:hi, :hi] = X[lo:hi] @ X[:hi].T
+            block = out[lo:hi, :hi] if scratch is None else scratch[:hi - lo, :hi]
+            block.zero_()
+            for start in range(0, d, GRAM_CHUNK_FEATURES):
+                chunk = slice(start, start + GRAM_CHUNK_FEATURES)
+                block += X[lo:hi, chunk] @ X[:hi, chunk].T
+            if scratch is not None:
+                out[lo:hi, :hi] = block
             if on_block is not None:
                 on_block((hi - lo) * hi)
     return out
