@@ -184,6 +184,29 @@ def test_gram_solver_agrees_with_liblinear_and_the_primal(wide_problem, C, param
         assert np.all(gram.intercept_ == 0)
 
 
+@pytest.mark.parametrize("n", [1, 13, 400])
+def test_gram_factor_products_read_only_its_lower_triangle(n):
+    """The Gram factor's passes multiply by L and L^T block by block over their nonzero half: the
+    same products as the full matrices', from ~(1 + 1/8) / 2 of the entries, in every layout and dtype."""
+    from gan_features.svm.rows import TRIANGLE_BLOCKS, _LowerTriangularRows, _Triangle
+
+    generator = torch.Generator().manual_seed(n)
+    L = torch.randn(n, n, generator=generator, dtype=torch.float64).tril()
+    V = torch.randn(n, 3, generator=generator, dtype=torch.float64)
+    lower = _Triangle(L, lower=True)
+    torch.testing.assert_close(lower @ V, L @ V)
+    torch.testing.assert_close(lower.T @ V, L.T @ V)
+    assert n * (n + 1) // 2 <= lower.numel() == lower.T.numel() <= (n * n if n < TRIANGLE_BLOCKS else 0.6 * n * n)
+    for hessian_dtype in ("float32", "bfloat16"):
+        rows = _LowerTriangularRows(L.float(), torch.device("cpu"), hessian_dtype)
+        for hessian in (False, True):
+            (_, block, block_t), = rows.blocks(hessian)
+            M, W = L.to(block.dtype).double(), V.to(block.dtype)  # the values the products see
+            rounding = 2 ** -7 if block.dtype == torch.bfloat16 else 2 ** -20  # of the largest product
+            for got, expected in ((block @ W, M @ W.double()), (block_t @ W, M.T @ W.double())):
+                assert (got.double() - expected).abs().max() <= rounding * expected.abs().max()
+
+
 def test_gram_path_equals_cold_gram_fits(wide_problem):
     X, y, _, _ = wide_problem
     Cs = [2e-2, 5e-3, 1e-2]

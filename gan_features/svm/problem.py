@@ -4,7 +4,8 @@ themselves (the primal) or on their Gram factor.
 
 The Gram problem (:mod:`.gram`) runs the solver on ``L``: exact passes read ``L`` in the data's
 precision, Hessian passes a bfloat16 copy (``hessian_dtype``) kept in both layouts, so that
-``L @ V`` and ``L^T @ R`` both stream at ~20 GB/s here (float32: ~10). The bfloat16 copy is worth
+``L @ V`` and ``L^T @ R`` both stream at ~20 GB/s here (float32: ~10); each product reads only
+``L``'s lower triangle (:class:`.rows._LowerTriangularRows`). The bfloat16 copy is worth
 its extra passes: at 10,000 rows, C=1e-3, TRON needs 1,186 bfloat16 Hessian passes (49 s) against
 722 float32 ones (66 s); the rounding of ``L`` costs Newton steps, never accuracy. The weights
 mapped back from ``L`` are then checked by the primal stopping test on ``X`` itself (one exact
@@ -24,7 +25,7 @@ import torch
 
 from .design import PassStats
 from .gram import GRAM_MAX_ROW_FRACTION, _GramFactor
-from .rows import _RowSource, _TensorRows
+from .rows import _LowerTriangularRows, _RowSource, _TensorRows
 from .tensors import _float_on
 from .newton import make_tron
 from .precondition import auto_rank
@@ -71,7 +72,7 @@ class _GramProblem(_Problem):
     def __init__(self, factor: _GramFactor, index: np.ndarray, n_classes: int, settings: SolverSettings):
         device, data_dtype = factor.X.device, factor.X.dtype
         dtype_name = str(data_dtype).removeprefix("torch.")
-        rows = _TensorRows(factor.L.to(data_dtype), device, settings.hessian_dtype, both_layouts=True)
+        rows = _LowerTriangularRows(factor.L.to(data_dtype), device, settings.hessian_dtype)
         super().__init__(make_tron(rows, index, n_classes, settings, intercept_column=False,
                                    preconditioner_rank=auto_rank(settings.preconditioner_rank, "gram", rows.n_features)), rows)
         self.factor = factor

@@ -25,6 +25,7 @@ from ..store import check_finite_rows
 from .tensors import _float_on, _resolve_hessian_dtype
 
 DEFAULT_STORE_BLOCK_BYTES = 64 << 20  # rows read from a store per block (two blocks live at once)
+TRIANGLE_BLOCKS = 8  # row blocks of a triangular matrix's products (see _Triangle)
 
 
 class _RowSource:
@@ -72,6 +73,57 @@ class _TensorRows(_RowSource):
             yield slice(0, self.n_rows), self.X_hessian, self.X_hessian_t
         else:
             yield slice(0, self.n_rows), self.X, self.X.T
+
+
+class _Triangle:
+    """The nonzero part of a triangular matrix for ``@``: row blocks ``M[lo:hi, :hi]`` (lower) or
+    ``M[lo:hi, lo:]`` (upper), one GEMM each, skipping the zero half that a full product reads.
+
+    At 10,000 x 10,000 here (16 columns) a product took 17 ms instead of 32 in float32, and 5.2
+    instead of 7.6 in bfloat16 (from the row-major layout; bfloat16 products on a transposed view
+    run at half speed, see :class:`_TensorRows`), with :data:`TRIANGLE_BLOCKS` blocks: fewer skip
+    less, more make each GEMM too small."""
+
+    def __init__(self, M: torch.Tensor, lower: bool):
+        self.M, self.lower = M, lower
+        self.shape, self.dtype = M.shape, M.dtype
+        n = M.shape[0]
+        rows = max(1, -(-n // TRIANGLE_BLOCKS))
+        self.row_blocks = [(lo, min(lo + rows, n)) for lo in range(0, n, rows)]
+
+    @property
+    def T(self) -> "_Triangle":
+        return _Triangle(self.M.T, not self.lower)
+
+    def numel(self) -> int:
+        """The entries one product reads."""
+        n = self.shape[1]
+        return sum((hi - lo) * (hi if self.lower else n - lo) for lo, hi in self.row_blocks)
+
+    def element_size(self) -> int:
+        return self.M.element_size()
+
+    def __matmul__(self, V: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(self.shape[0], V.shape[1], dtype=torch.promote_types(self.dtype, V.dtype), device=V.device)
+        for lo, hi in self.row_blocks:
+            columns = slice(0, hi) if self.lower else slice(lo, None)
+            torch.mm(self.M[lo:hi, columns], V[columns], out=out[lo:hi])
+        return out
+
+
+class _LowerTriangularRows(_TensorRows):
+    """A lower triangular matrix (the Gram factor ``L``) whose products read its nonzero half only
+    (:class:`_Triangle`); its bfloat16 copy in both layouts, so that both products stream at full speed."""
+
+    def __init__(self, L: torch.Tensor, device: torch.device, hessian_dtype: str):
+        super().__init__(L, device, hessian_dtype, both_layouts=True)
+
+    def blocks(self, hessian: bool) -> Iterator[tuple[slice, _Triangle, _Triangle]]:
+        if hessian and self.X_hessian_t.is_contiguous():  # a row-major copy of L^T: its upper triangle
+            yield slice(0, self.n_rows), _Triangle(self.X_hessian, lower=True), _Triangle(self.X_hessian_t, lower=False)
+        else:
+            matrix = self.X_hessian if hessian else self.X
+            yield slice(0, self.n_rows), _Triangle(matrix, lower=True), _Triangle(matrix, lower=True).T
 
 
 class _StoreRows(_RowSource):
