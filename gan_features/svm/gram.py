@@ -4,8 +4,8 @@ The optimal ``w~`` lies in the span of the rows of ``X~`` (see :mod:`.design`), 
 Cholesky factor of the Gram matrix, ``L L^T = X~ X~^T`` (n x n, float64), the change of variables
 ``w~ = X~^T L^-T v`` is an isometry (``||w~|| = ||v||``, ``X~ w~ = L v``, ``||g_w|| = ||g_v||``):
 the solver on ``L`` solves the same problem (TRON: with the same steps, in exact arithmetic) as on
-``X~``, and each pass reads ~n^2 / 2 values (``L``'s lower triangle) instead of n (d + 1). ``solver="auto"`` uses it up to
-n = d / 2 rows (:data:`GRAM_MAX_ROW_FRACTION`).
+``X~``, and each pass reads ~n^2 / 2 values (``L``'s lower triangle) instead of n (d + 1).
+``solver="auto"`` uses it up to n = d / 2 rows (:data:`GRAM_MAX_ROW_FRACTION`).
 
 Cost: the Gram matrix, n^2 d / 2 multiply-adds (its lower triangle, in row blocks), and an
 O(n^3 / 3) Cholesky; at 10,000 x 28,672 here ~19 s + ~5 s, against ~0.1 s saved on each of
