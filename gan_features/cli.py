@@ -402,9 +402,11 @@ def _configure(args) -> None:
     from .provenance import package_source_state
 
     package_source_state()  # the code this run loaded, before a commit made while it runs can move HEAD
-    if hasattr(args, "threads"):  # the commands that compute: as many threads as cores are free
+    if hasattr(args, "threads"):  # the commands that compute: as many threads as cores are free, freed memory reused
+        from .allocator import keep_freed_memory
         from .threads import configure_threads
 
+        keep_freed_memory()
         configure_threads(args.threads)
 
 
