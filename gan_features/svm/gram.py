@@ -8,7 +8,7 @@ the solver on ``L`` solves the same problem (TRON: with the same steps, in exact
 ``solver="auto"`` uses it up to n = d / 2 rows (:data:`GRAM_MAX_ROW_FRACTION`).
 
 Cost: the Gram matrix, n^2 d / 2 multiply-adds (its lower triangle, in row blocks), and an
-O(n^3 / 3) Cholesky; at 10,000 x 28,672 here ~19 s + ~5 s, against ~0.1 s saved on each of
+O(n^3 / 3) Cholesky; at 10,000 x 28,672 here ~16 s + ~4 s, against ~0.1 s saved on each of
 hundreds of passes. The fitted ``v`` is mapped back exactly (a float64 triangular solve and one
 float64 pass over ``X``: :meth:`_GramFactor.weights`). A Gram matrix that is numerically singular
 (duplicate or dependent rows) gives no factor: mapping ``v`` back would lose too many digits.
@@ -29,7 +29,7 @@ import torch
 from .tensors import _fast_bfloat16, _synchronize
 
 GRAM_MAX_ROW_FRACTION = 0.5  # "auto" uses the Gram solver up to n = d / 2 rows (see the module docstring)
-GRAM_BLOCK_ROWS = 2048  # rows per block of the Gram matrix's lower triangle
+GRAM_BLOCK_ROWS = 1024  # rows per block of the Gram matrix's lower triangle (see gram_lower)
 GRAM_CHUNK_FEATURES = 4096  # features per GEMM of a block, summed in float64 (see gram_lower)
 GRAM_SCRATCH_BYTES = 16 << 20  # float64 row blocks when mapping the solution back to w
 GRAM_MIN_PIVOT = 1e-10  # smallest L_ii^2 / max K_ii accepted: below, mapping v back loses too many digits
@@ -39,18 +39,20 @@ GRAM_CHECK_TOLERANCE = 1e-3  # their largest difference allowed, relative to the
 
 def gram_lower(X: torch.Tensor, out: torch.Tensor, on_block: Callable[[int], None] | None = None) -> torch.Tensor:
     """Write ``X X^T``'s lower triangle (and the upper part of its diagonal blocks) into ``out``
-    (n x n, any float dtype), one row block at a time: ~half the flops of ``X @ X.T`` (21 s vs 30 s
-    at 10,000 x 28,672), GEMMs in X's precision, or at bfloat16 speed where that loses nothing
-    (:func:`exact_in_bfloat16`). The rest of ``out`` is not touched. ``on_block(entries)`` after
-    each block (a progress bar).
+    (n x n, any float dtype), one row block of :data:`GRAM_BLOCK_ROWS` at a time, GEMMs in X's
+    precision, or at bfloat16 speed where that loses nothing (:func:`exact_in_bfloat16`). The rest
+    of ``out`` is not touched. ``on_block(entries)`` after each block (a progress bar).
+
+    The diagonal blocks are computed whole, so smaller blocks waste fewer flops: at 10,000 x 28,672
+    (float32, AMD EPYC, side by side) 1,024-row blocks took 16.0 s, 2,048-row ones 17.1-18.4 s and
+    512-row ones 15.7-16.0 s; the whole ``X @ X.T`` ~29 s.
 
     Each block sums GEMMs over :data:`GRAM_CHUNK_FEATURES` features at a time in float64: one float32
     GEMM over all 28,672 features left K off by 3.8e-7 of its largest entry, and the factor's map back
     to ``w`` (``L^-T``) magnified that into weights that failed the exact stopping test on ``X`` at a
     path's first C (5 polishing Newton steps on ``X``: 8.6 of the fit's 15.2 s at 9,000 rows, real
-    features); with chunks, 6.5e-8 and no polish, for ~10% more time (18.6 s against 16.9 s at
-    10,000 x 28,672 on this session's EPYC; 9.1 against 8.1 in bfloat16 GEMMs). Work memory: one
-    row block in X's dtype and one in float64 (12 n x 2,048 bytes for float32 X)."""
+    features); with chunks, 6.5e-8 and no polish, for ~10% more time. Work memory: one row block in
+    X's dtype and one in float64 (12 n x 1,024 bytes for float32 X)."""
     n, d = X.shape
     rows = min(GRAM_BLOCK_ROWS, n)
     # Contiguous work blocks, reused: a float64 += float32 on strided views of K ran at ~1.5 GB/s here

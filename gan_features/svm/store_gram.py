@@ -4,7 +4,7 @@ All fits of a protocol train on rows of one training store: ``cifar10``'s C path
 its refit on all, ``cifar10-400``'s draws of 4,000. The Gram matrix of each fit's rows is a
 principal submatrix of ``K = X X^T`` over the union of their rows, so ``K`` is formed once (as the
 Gram solver forms its own, :func:`.gram.gram_lower`: float32 GEMMs summed in float64, n^2 d / 2
-multiply-adds, ~19 s at 10,000 x 28,672 on 2 cores here), rounded to float32 (1 part in 2^24 of each
+multiply-adds, ~16 s at 10,000 x 28,672 on 2 cores here), rounded to float32 (1 part in 2^24 of each
 entry, below the sums' own error), and each fit takes its own rows of it
 (:meth:`StoreGram.submatrix`), then adds the intercept's constant and factors them in float64.
 
@@ -15,7 +15,7 @@ smallest cached ``K`` whose rows include the ones it needs instead of forming it
 an older version of the store are removed when a new one is saved.
 
 Memory: ``K`` (4 n^2 bytes: 400 MB at 10,000 rows) and, while it is formed, the rows themselves in
-float32 (read once from the store) and one row block of K in float32 and in float64 (24 KiB per row
+float32 (read once from the store) and one row block of K in float32 and in float64 (12 KiB per row
 of K); the rows are freed before any fit loads its own.
 """
 from __future__ import annotations
