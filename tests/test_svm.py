@@ -354,6 +354,40 @@ def test_warm_start_errors(ten_classes):
         model.fit(X[:200, :20], y[:200] % 3)
 
 
+@pytest.mark.parametrize("solver, problem", [("primal", "ten_classes"), ("gram", "wide_problem")])
+def test_a_fit_started_from_other_draws_mean_solution_equals_a_cold_fit_in_fewer_passes(solver, problem, request):
+    """The few-label protocols' test fits: each starts at the mean of the selection draws' solutions
+    at the chosen C (``coef_init``, ``intercept_init``), on rows of its own."""
+    X, y, X_more, y_more = request.getfixturevalue(problem)
+    X, y = np.concatenate([X, X_more]), np.concatenate([y, y_more])
+    C, params = 1e-2, dict(solver=solver, hessian_dtype="float32")
+    # Draws of 500 rows: on the synthetic wide problem's 133-row draws the mean started no nearer
+    # (223 Hessian passes against 211); on real 4,000 x 28,672 draws it saved 10-17% of the fit.
+    rows = np.random.default_rng(0).permutation(len(X))[:1500].reshape(3, -1)
+    draws = [LinearL2SVM(C=C, **params).fit(X[r], y[r]) for r in rows[:2]]
+    X_new, y_new = X[rows[2]], y[rows[2]]
+    started = LinearL2SVM(C=C, **params).fit(X_new, y_new, coef_init=np.mean([m.coef_ for m in draws], axis=0),
+                                              intercept_init=np.mean([m.intercept_ for m in draws], axis=0))
+    cold = LinearL2SVM(C=C, **params).fit(X_new, y_new)
+    assert started.solver_stats_["solver"] == cold.solver_stats_["solver"] == solver
+    assert_same_solution(started, cold, X_new, y_new, C, cold.tol)
+    assert started.solver_stats_["hessian_passes"] < cold.solver_stats_["hessian_passes"]
+
+
+def test_starting_weights_errors(ten_classes):
+    X, y = ten_classes[0][:200, :30], ten_classes[1][:200]
+    coef = np.zeros((10, 30))
+    with pytest.raises(ValueError, match="coef_init needs backend='torch'"):
+        LinearL2SVM(backend="liblinear").fit(X, y, coef_init=coef)
+    with pytest.raises(ValueError, match=r"coef_init \(10, 29\) and intercept_init \(10,\) must have shapes "
+                                         r"\(10, 30\) and \(10,\)"):
+        LinearL2SVM().fit(X, y, coef_init=coef[:, 1:])
+    with pytest.raises(ValueError, match=r"must have shapes \(1, 30\)"):  # binary: one classifier
+        LinearL2SVM().fit(X, y % 2, coef_init=coef)
+    with pytest.raises(ValueError, match="must be finite"):
+        LinearL2SVM().fit(X, y, coef_init=coef, intercept_init=np.full(10, np.nan))
+
+
 @pytest.mark.parametrize("problem", ["ten_classes", "wide_problem"])  # primal, Gram
 def test_checkpointed_path_resumes_where_it_stopped_with_the_same_models(problem, request, tmp_path, monkeypatch):
     import gan_features.svm as svm

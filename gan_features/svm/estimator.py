@@ -196,20 +196,28 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
 
     # ---- fitting --------------------------------------------------------------------------
 
-    def fit(self, X, y, gram=None) -> "LinearL2SVM":
+    def fit(self, X, y, gram=None, coef_init=None, intercept_init=None) -> "LinearL2SVM":
         """Fit on an in-memory matrix (numpy array, array-like or torch tensor) and labels.
 
         ``gram``: ``X X^T`` (n x n) when it is already at hand, e.g. a principal submatrix of a
         store's (:class:`~gan_features.svm.StoreGram`): the Gram solver factors it instead of
         forming it (``"torch"``, solver ``"auto"`` or ``"gram"``; checked against a few columns
-        recomputed from ``X``)."""
+        recomputed from ``X``).
+
+        ``coef_init`` (n_classifiers, n_features), ``intercept_init`` (n_classifiers,; default 0):
+        weights to start the torch solver from, as scikit-learn's ``SGDClassifier.fit`` takes them
+        (over ``warm_start``), e.g. the same problem's solution on other rows of the same
+        distribution. Same stopping test, so the same solution up to ``tol``."""
         settings = self.solver_settings()
         previous = self._previous_fit()
         X, index = self.validate_fit_data(X, y)
         if self.backend == "liblinear":
-            if gram is not None:
-                raise ValueError("gram needs backend='torch' (LinearSVC has no Gram solver)")
+            if gram is not None or coef_init is not None:
+                raise ValueError(f"{'gram' if gram is not None else 'coef_init'} needs backend='torch' "
+                                 "(LinearSVC has no Gram solver and takes no starting weights)")
             return self._fit_liblinear(X, y=self.classes_[index])
+        if coef_init is not None:
+            previous = self._given_start(coef_init, intercept_init)
         start = self._start_weights(previous)
         problem = self.in_memory_problem(X, index, settings, gram)
         self.set_solution(*problem.solve(float(self.C), start))
@@ -255,6 +263,18 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         if not (self.warm_start and hasattr(self, "coef_")):
             return None
         return self.classes_, self.coef_, self.intercept_
+
+    def _given_start(self, coef_init, intercept_init) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``fit``'s starting weights checked against these data, as :meth:`_previous_fit` returns them."""
+        shape = (self._n_classifiers(), self.n_features_in_)
+        coef = np.asarray(coef_init, dtype=np.float64)
+        intercept = np.zeros(shape[0]) if intercept_init is None else np.asarray(intercept_init, dtype=np.float64)
+        if coef.shape != shape or intercept.shape != shape[:1]:
+            raise ValueError(f"coef_init {coef.shape} and intercept_init {intercept.shape} must have shapes {shape} and "
+                             f"{shape[:1]}: one row per classifier ({len(self.classes_)} classes), one column per feature")
+        if not (np.isfinite(coef).all() and np.isfinite(intercept).all()):
+            raise ValueError("coef_init and intercept_init must be finite")
+        return self.classes_, coef, intercept
 
     def _start_weights(self, previous: tuple[np.ndarray, np.ndarray, np.ndarray] | None,
                        device: torch.device | str | None = None) -> torch.Tensor | None:
