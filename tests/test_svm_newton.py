@@ -99,7 +99,8 @@ def test_preconditioner_is_the_hessian_on_its_subspace(positive_features):
     V = pre.V
     np.testing.assert_allclose((V.T @ V).numpy(), np.eye(16), atol=1e-10)
     rng = np.random.default_rng(0)
-    first = torch.from_numpy(rng.random((len(X), 5)) < 0.5)
+    # Classes with few, half and most rows active, and all of them: G comes from either side of the set.
+    first = torch.from_numpy(rng.random((len(X), 5)) < np.array([0.1, 0.4, 0.5, 0.8, 1.01]))
     second = first.clone()
     second[:50] = ~second[:50]
     pre.set_active(first, 1e-2, fresh=True)
@@ -109,8 +110,9 @@ def test_preconditioner_is_the_hessian_on_its_subspace(positive_features):
     scale = float(pre._G.abs().max())  # G is formed from float32 X~V: compare at float32 precision
     np.testing.assert_allclose(updated.numpy(), pre._G.numpy(), rtol=0, atol=1e-6 * scale)
     augmented = torch.cat([torch.from_numpy(X).double(), torch.ones(len(X), 1, dtype=torch.float64)], 1)
-    A = augmented[second[:, 3]] @ V
-    np.testing.assert_allclose(pre._G[3].numpy(), (A.T @ A).numpy(), rtol=0, atol=1e-5 * scale)
+    for c in range(5):
+        A = augmented[second[:, c]] @ V
+        np.testing.assert_allclose(pre._G[c].numpy(), (A.T @ A).numpy(), rtol=0, atol=1e-5 * scale)
     P = torch.eye(V.shape[0], dtype=torch.float64) + V @ pre.G2[3] @ V.T
     r = torch.from_numpy(rng.standard_normal((V.shape[0], 1)))
     z = pre.solve(r, pre.project(r), torch.tensor([3]))
