@@ -37,7 +37,6 @@ from typing import Any, ClassVar, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm import tqdm
 
 from .errors import GanFeaturesError
@@ -46,7 +45,7 @@ from .provenance import provenance
 from .store import FeatureStore, StoreLike, check_store_pair, read_rows, rows_per_block
 from .store import opened_store as _opened
 from .store import store_pair_provenance as _store_provenance
-from .svm import GRAM_MAX_ROW_FRACTION, LinearL2SVM, StoreGram, fit_c_path, iter_c_path
+from .svm import GRAM_MAX_ROW_FRACTION, GramRows, LinearL2SVM, StoreGram, fit_c_path, iter_c_path
 
 PAPER_CS: tuple[float, ...] = (1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 1e-2)  # the original SVHN analysis' grid
 
@@ -460,8 +459,8 @@ def shared_gram(plan: Plan, store: FeatureStore, svm_params: dict, cache: bool =
     return gram
 
 
-def _rows_of(gram: StoreGram | None, rows: np.ndarray) -> torch.Tensor | None:
-    return None if gram is None else gram.submatrix(rows)
+def _rows_of(gram: StoreGram | None, rows: np.ndarray) -> GramRows | None:
+    return None if gram is None else gram.rows_of(rows)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -117,6 +117,29 @@ def test_fit_on_a_given_gram_equals_the_fit_that_forms_its_own(stores):
     assert_same_solution(one, formed[1], X, y, 1e-3, one.tol)
 
 
+def test_a_fit_on_rows_that_begin_with_the_last_fits_rows_extends_its_factor(stores):
+    """cifar10's refit (the fit rows, then the validation rows) extends the C path's Cholesky factor:
+    the factor one formed anew would be, and the same model; rows that do not begin with the kept
+    rows get a factor of their own."""
+    with FeatureStore(stores["train"]) as train:
+        X, y = train.features[:], train.labels[:]
+        gram = StoreGram.compute(train, np.arange(600))
+    order = np.random.default_rng(0).permutation(600)
+    path = fit_c_path(X[order[:480]], y[order[:480]], GRID, gram=gram.rows_of(order[:480]))
+    assert [model.solver_stats_["gram_reused_rows"] for model in path] == [0, 0, 0]
+    kept = gram.factors.L
+    refit = LinearL2SVM(C=1e-3).fit(X[order], y[order], gram=gram.rows_of(order))
+    assert refit.solver_stats_["gram_reused_rows"] == 480
+    assert torch.equal(gram.factors.L[:480, :480], kept)
+    anew = torch.linalg.cholesky(gram.submatrix(order).double() + 1.0)  # + intercept_scaling^2
+    np.testing.assert_allclose(gram.factors.L, anew, rtol=0, atol=1e-10 * float(anew.abs().max()))
+    plain = LinearL2SVM(C=1e-3).fit(X[order], y[order], gram=gram.submatrix(order))
+    assert plain.solver_stats_["gram_reused_rows"] == 0
+    assert_same_solution(refit, plain, X[order], y[order], 1e-3, refit.tol)
+    other = LinearL2SVM(C=1e-3).fit(X[order[100:]], y[order[100:]], gram=gram.rows_of(order[100:]))
+    assert other.solver_stats_["gram_reused_rows"] == 0
+
+
 def test_a_gram_of_other_rows_is_refused(stores):
     with FeatureStore(stores["train"]) as train:
         X, y = train.features[:200], train.labels[:200]

@@ -21,7 +21,7 @@ Modules: :mod:`.estimator` (:class:`LinearL2SVM`), :mod:`.path` (C paths), :mod:
 """
 from .design import COLUMN_MULTIPLE, PassStats
 from .estimator import BACKENDS, SOLVERS, LinearL2SVM
-from .gram import GRAM_BLOCK_ROWS, GRAM_MAX_ROW_FRACTION
+from .gram import GRAM_BLOCK_ROWS, GRAM_MAX_ROW_FRACTION, GramRows
 from .objective import evaluate, primal_objective
 from .path import count_saved_fits, fit_c_path, fit_c_path_store, iter_c_path
 from .rows import DEFAULT_STORE_BLOCK_BYTES
@@ -29,5 +29,5 @@ from .store_gram import StoreGram
 from .tensors import HESSIAN_DTYPES
 
 __all__ = ["BACKENDS", "COLUMN_MULTIPLE", "DEFAULT_STORE_BLOCK_BYTES", "GRAM_BLOCK_ROWS", "GRAM_MAX_ROW_FRACTION",
-           "HESSIAN_DTYPES", "LinearL2SVM", "PassStats", "SOLVERS", "StoreGram", "count_saved_fits", "evaluate",
+           "GramRows", "HESSIAN_DTYPES", "LinearL2SVM", "PassStats", "SOLVERS", "StoreGram", "count_saved_fits", "evaluate",
            "fit_c_path", "fit_c_path_store", "iter_c_path", "primal_objective"]

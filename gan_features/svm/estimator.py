@@ -202,7 +202,8 @@ class LinearL2SVM(ClassifierMixin, BaseEstimator):
         ``gram``: ``X X^T`` (n x n) when it is already at hand, e.g. a principal submatrix of a
         store's (:class:`~gan_features.svm.StoreGram`): the Gram solver factors it instead of
         forming it (``"torch"``, solver ``"auto"`` or ``"gram"``; checked against a few columns
-        recomputed from ``X``).
+        recomputed from ``X``). ``StoreGram.rows_of(rows)`` also hands on its factor: a fit on rows
+        that begin with the previous fit's rows extends that fit's factor.
 
         ``coef_init`` (n_classifiers, n_features), ``intercept_init`` (n_classifiers,; default 0):
         weights to start the torch solver from, as scikit-learn's ``SGDClassifier.fit`` takes them

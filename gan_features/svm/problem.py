@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from .design import PassStats
-from .gram import GRAM_MAX_ROW_FRACTION, _GramFactor
+from .gram import GRAM_MAX_ROW_FRACTION, GramRows, _GramFactor
 from .rows import _LowerTriangularRows, _RowSource, _TensorRows
 from .tensors import _float_on
 from .newton import make_tron
@@ -97,6 +97,7 @@ class _GramProblem(_Problem):
                              reduced.cg_iterations + checked.cg_iterations)
         total = PassStats(**{key: getattr(stats, key) + getattr(polish, key) for key in asdict(stats)})
         extra = {**reduced_extra, "solver": "gram", "gram_seconds": self.factor.seconds,
+                 "gram_reused_rows": self.factor.reused_rows,
                  "check_exact_passes": polish.exact_passes, "check_hessian_passes": polish.hessian_passes,
                  "check_newton_iterations": checked.newton_iterations,
                  "gram_status": reduced.status, "solve_seconds": time.perf_counter() - started}
@@ -108,10 +109,11 @@ def _stats_since(before: PassStats, after: PassStats) -> PassStats:
 
 
 def _in_memory_problem(X: torch.Tensor, index: np.ndarray, n_classes: int, settings: SolverSettings,
-                       gram: torch.Tensor | None = None) -> _Problem:
+                       gram: "torch.Tensor | GramRows | None" = None) -> _Problem:
     """The primal or Gram problem for an in-memory matrix, as ``settings.solver`` asks; ``index``:
-    each row's class (0 .. n_classes - 1). ``gram``: ``X X^T`` already at hand (checked by
-    :func:`.gram.check_gram`): the Gram solver then factors it instead of forming it, at any n."""
+    each row's class (0 .. n_classes - 1). ``gram``: ``X X^T`` already at hand, a tensor or a
+    :class:`.gram.GramRows` (checked by :func:`.gram.check_gram`): the Gram solver then factors it
+    instead of forming it, at any n."""
     device = torch.device(settings.device)
     X = _float_on(X, device)
     n, d = X.shape

@@ -34,7 +34,7 @@ from tqdm import tqdm
 from ..errors import GanFeaturesError
 from ..output import writing
 from ..store import FeatureStore, read_rows
-from .gram import GRAM_BLOCK_ROWS, gram_lower
+from .gram import GRAM_BLOCK_ROWS, GramRows, PrefixFactors, gram_lower
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class StoreGram:
 
     def __init__(self, rows: np.ndarray, K: torch.Tensor, seconds: float = 0.0, cached_at: Path | None = None):
         self.rows, self.K, self.seconds, self.cached_at = rows, K, seconds, cached_at
+        self.factors = PrefixFactors()  # the last fit's factor, for a fit on rows that begin with its rows
 
     def provenance(self) -> dict:
         """What a result records of the Gram matrix its fits shared."""
@@ -81,6 +82,12 @@ class StoreGram:
             raise ValueError("rows outside this Gram matrix's row set: form it over every row the fits use")
         index = torch.from_numpy(positions)
         return self.K[index[:, None], index]
+
+    def rows_of(self, rows: np.ndarray) -> GramRows:
+        """The Gram matrix of ``rows`` for one fit (:meth:`submatrix`), with this matrix's factors: a
+        fit on rows that begin with the previous fit's rows extends that fit's Cholesky factor."""
+        rows = np.asarray(rows, dtype=np.int64)
+        return GramRows(self.submatrix(rows), rows, self.factors)
 
     # ---- forming, saving, finding -----------------------------------------------------------
     @classmethod
