@@ -88,9 +88,13 @@ def _peak_rss() -> int:
 
 
 def worker(args: argparse.Namespace) -> dict:
-    """Fit one solver in one mode on the first ``args.rows`` rows; everything measured here."""
+    """Fit one solver in one mode on the first ``args.rows`` rows; everything measured here, in the
+    process setting a ``gan-features`` command runs with (freed memory kept for reuse), whichever solver."""
     import torch
 
+    from gan_features.allocator import keep_freed_memory
+
+    keep_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     from gan_features.store import FeatureStore
