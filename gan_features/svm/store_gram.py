@@ -6,7 +6,9 @@ principal submatrix of ``K = X X^T`` over the union of their rows, so ``K`` is f
 Gram solver forms its own, :func:`.gram.gram_lower`: float32 GEMMs summed in float64, n^2 d / 2
 multiply-adds, ~16 s at 10,000 x 28,672 on 2 cores here), rounded to float32 (1 part in 2^24 of each
 entry, below the sums' own error), and each fit takes its own rows of it
-(:meth:`StoreGram.submatrix`), then adds the intercept's constant and factors them in float64.
+(:meth:`StoreGram.submatrix`), then adds the intercept's constant and factors them in float64; with
+:meth:`StoreGram.rows_of`, a fit whose rows begin with the previous fit's rows extends that fit's
+factor instead (``cifar10``'s refit after its C path).
 
 ``K`` is cached beside the store, in the folder ``<store>.gram/``: one HDF5 file per row set, with
 the store's identity (its attributes, size and modification time: a store is only ever written
