@@ -5,7 +5,7 @@ mapping and unmaps it when freed, so torch's activations of each batch, the solv
 each draw's rows are faulted in again, page by page, every time. On the VMs this toolkit runs on a
 fault costs a few microseconds (the freshly mapped memory ~0.8 s of system time per GB): the CI-scale
 Tables 1-2 took 30 million page faults and 117 s of system time out of 805 s of CPU. With blocks up to
-:data:`HEAP_BLOCK_MAX_BYTES` kept on the heap, 1.3 million and 33 s, and the run took 383 s instead of
+:data:`HEAP_BLOCK_MAX_BYTES` kept on the heap, 2.7 million and 45 s, and the run took 383 s instead of
 442 s with the same numbers (AMD EPYC, 2 cores, quiet; results/README.md, Cost). Larger blocks (whole
 feature matrices) are still mapped and returned to the system when freed, so the kept memory stays a
 small part of a run's peak.
